@@ -1,0 +1,162 @@
+"""Part 1: benchmark an autoregressive transformer TTS, the seed's naive loop vs an optimized engine.
+
+Measures, in one run on one device: single-request latency by text length, throughput (sequential,
+padded static batching, continuous batching under all-at-once and Poisson arrivals), a batch-size sweep
+with the memory bandwidth each decode step achieves, peak memory, torch.profiler top ops before and
+after, and the fidelity of every optimized variant against the causal reference on the same weights.
+
+Writes results/tts_benchmarks.json and renders docs/tts_report.md from it.
+
+Examples:
+  uv run optimized_tts_inference.py                  # defaults: ~10 min on a 2-core CPU
+  uv run optimized_tts_inference.py --quick          # CI smoke size, < 1 min
+  uv run optimized_tts_inference.py --report-only    # re-render the report from the JSON
+  uv run optimized_tts_inference.py --device cuda --output results/tts_benchmarks_gpu.json \\
+      --report docs/tts_report_gpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from profiling_utils import resolve_device
+from speechbench.common.cli import add_common_args, seed_everything, setup_logging
+from speechbench.common.readme import update_block
+from speechbench.common.results import read_json
+from speechbench.tts.benchmark import TTSBenchConfig, TTSBenchmark
+from speechbench.tts.engine import PRECISIONS
+from speechbench.tts.report import headline_markdown, render
+
+log = logging.getLogger("optimized_tts_inference")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optimized_tts_inference.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p, "results/tts_benchmarks.json", "docs/tts_report.md")
+    d = TTSBenchConfig()
+    g = p.add_argument_group("model and inputs")
+    g.add_argument("--checkpoint", default=None,
+                   help="a SimpleTTSModel state_dict to load (default: seeded random weights, the seed's setting)")
+    g.add_argument("--texts", default=d.texts_file,
+                   help="JSON with a 'texts' list and optional 'test_categories' (default: %(default)s)")
+    g.add_argument("--max-frames", type=int, default=None,
+                   help=f"clamp on output length in mel frames (default: {d.max_frames}, --quick: 40)")
+    g.add_argument("--frames-per-char", type=float, default=d.frames_per_char,
+                   help="length policy: mel frames per input character (default: %(default).2f, ~86 frames/s "
+                   "at ~13 characters/s)")
+    g.add_argument("--stop-head", choices=["auto", "honor", "ignore"], default="auto",
+                   help="end a sequence when the stop head fires: auto honours it only with --checkpoint, "
+                   "since untrained weights make it noise (default: auto)")
+    g = p.add_argument_group("optimized engine")
+    g.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
+                   help="precision of the optimized engine: int8 = dynamic int8 weights (CPU), fp16/bf16 = "
+                   "autocast (fp16 GPU only); auto: int8 on CPU, fp16 on CUDA (default: auto)")
+    g.add_argument("--extra-precisions", nargs="*", default=[], choices=list(PRECISIONS),
+                   help="also measure these precisions for latency and fidelity (e.g. bf16)")
+    g.add_argument("--slots", type=int, default=None,
+                   help=f"decode slots (max batch) of the batched engines (default: {d.slots}, --quick: 4)")
+    g.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="static cache + torch.compile (CUDA graphs via reduce-overhead on GPU); auto: on for "
+                   "CUDA only. Failures fall back to eager and are noted in the results (default: auto)")
+    g = p.add_argument_group("measurement")
+    g.add_argument("--repeats", type=int, default=None,
+                   help=f"timed repeats per text for optimized latency, after a warm-up (default: {d.repeats})")
+    g.add_argument("--baseline-repeats", type=int, default=None,
+                   help=f"timed repeats per text for the seed baseline; it is quadratic in length, so each "
+                   f"text runs once by default (default: {d.baseline_repeats})")
+    g.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help=f"batch sizes for the sweep (default: {' '.join(map(str, d.batch_sizes))})")
+    g.add_argument("--sched-requests", type=int, default=None,
+                   help=f"mixed-length requests in the static-vs-continuous comparison (default: {d.sched_requests})")
+    g.add_argument("--poisson-load", type=float, default=d.poisson_load,
+                   help="Poisson arrival rate as a fraction of the measured continuous capacity (default: %(default)s)")
+    g.add_argument("--fidelity-texts", type=int, default=None,
+                   help=f"shortest sample texts rolled out by the slow causal reference (default: {d.fidelity_texts})")
+    g.add_argument("--no-profile", action="store_true", help="skip the torch.profiler section")
+    g.add_argument("--trace-dir", default=None,
+                   help="also export Chrome traces of the profiled runs here (e.g. results/traces)")
+    return p
+
+
+def config_from_args(a: argparse.Namespace, device: torch.device) -> TTSBenchConfig:
+    cfg = TTSBenchConfig.quick_preset() if a.quick else TTSBenchConfig()
+    cfg.device = str(device)
+    cfg.seed = a.seed
+    cfg.checkpoint = a.checkpoint
+    cfg.texts_file = a.texts
+    cfg.frames_per_char = a.frames_per_char
+    cfg.stop_head = a.stop_head
+    cfg.precision = a.precision
+    cfg.extra_precisions = a.extra_precisions
+    cfg.compile = a.compile
+    cfg.poisson_load = a.poisson_load
+    cfg.profile = not a.no_profile
+    cfg.trace_dir = a.trace_dir
+    for name in ("max_frames", "slots", "repeats", "baseline_repeats", "batch_sizes", "sched_requests",
+                 "fidelity_texts"):
+        v = getattr(a, name)
+        if v is not None:
+            setattr(cfg, name, v)
+    if cfg.max_frames < 1 or cfg.slots < 1 or cfg.repeats < 1 or cfg.baseline_repeats < 1:
+        raise SystemExit("--max-frames, --slots, --repeats and --baseline-repeats must be >= 1")
+    if any(b < 1 for b in cfg.batch_sizes):
+        raise SystemExit("--batch-sizes must all be >= 1")
+    if cfg.checkpoint and not Path(cfg.checkpoint).exists():
+        raise SystemExit(f"--checkpoint not found: {cfg.checkpoint}")
+    return cfg
+
+
+def maybe_update_readme(res: dict, output: Path) -> None:
+    """Refresh the README's headline block, only from the canonical results file of a full run."""
+    root = Path(__file__).resolve().parent
+    if res.get("summary", {}).get("quick") or Path(output).resolve() != root / "results" / "tts_benchmarks.json":
+        return
+    update_block(root / "README.md", "tts-headline", headline_markdown(res))
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    setup_logging(a.verbose, Path("logs/tts_benchmark.log") if not a.report_only else None)
+    if a.report_only:
+        try:
+            res = read_json(a.output)
+        except FileNotFoundError as e:
+            raise SystemExit(str(e)) from None
+        render(res, a.report, plots=not a.no_plots)
+        maybe_update_readme(res, a.output)
+        print(f"re-rendered {a.report} from {a.output}")
+        return 0
+    device = resolve_device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    seed_everything(a.seed)
+    cfg = config_from_args(a, device)
+    bench = TTSBenchmark(cfg, a.output, progress=sys.stderr.isatty() or not a.quick)
+    bench.results["config"]["output"] = str(a.output)
+    res = bench.run()
+    render(res, a.report, plots=not a.no_plots)
+    maybe_update_readme(res, a.output)
+    s = res["summary"]
+    print(f"wrote {a.output} and {a.report}")
+    for k in ("latency_speedup", "optimized_latency_ms_p50", "throughput_speedup", "continuous_vs_static_throughput",
+              "fidelity_fp32_max_abs_mel_diff", "fidelity_reduced_precision_rel_l2"):
+        if k in s:
+            print(f"  {k}: {s[k]:.4g}")
+    if res["failures"]:
+        print(f"  {len(res['failures'])} section(s) failed; see 'failures' in the JSON", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pieces shared by all three benchmarks: result files, CLI conventions."""

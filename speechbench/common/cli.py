@@ -1,0 +1,53 @@
+"""The flags every script shares, so the three CLIs behave alike."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def add_common_args(parser: argparse.ArgumentParser, default_output: str, default_report: str) -> None:
+    g = parser.add_argument_group("common options")
+    g.add_argument(
+        "--quick", action="store_true",
+        help="CI smoke size: tiny inputs and few repeats; finishes in under a minute on a 2-core CPU. "
+        "Numbers from --quick runs are for checking that things work, not for citing.",
+    )
+    g.add_argument("--output", type=Path, default=Path(default_output),
+                   help=f"where to write the results JSON (default: {default_output})")
+    g.add_argument("--report", type=Path, default=Path(default_report),
+                   help=f"where to write the Markdown report rendered from the JSON (default: {default_report})")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="compute device; auto picks CUDA when available (default: auto)")
+    g.add_argument("--seed", type=int, default=0, help="seed for weights, data and sampling (default: 0)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice, usually the core count)")
+    g.add_argument("--report-only", action="store_true",
+                   help="skip measuring: re-render the Markdown report (and plots) from the existing --output JSON")
+    g.add_argument("--no-plots", action="store_true", help="do not write PNG plots next to the report")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )

@@ -1,0 +1,590 @@
+"""Part 1 benchmark: the seed's naive baseline and the optimized engine, measured side by side in one run.
+
+Sections (each written to the JSON as soon as it is measured; a failing section is recorded, not fatal):
+fidelity -> baseline -> optimized latency by length -> technique waterfall -> schedulers (static vs
+continuous, all-at-once and Poisson arrivals) -> batch-size sweep (+ bandwidth achieved) -> memory
+(fresh-process probes) -> profiles (torch.profiler top ops, before and after) -> edge cases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from profiling_utils import (
+    NVMLSampler,
+    Stopwatch,
+    capture_environment,
+    summarize,
+    torch_profile,
+)
+from speechbench.common.results import write_json_atomic
+from speechbench.tts.baseline import NaiveTTSInference
+from speechbench.tts.engine import EngineConfig, Request, TTSEngine
+from speechbench.tts.fidelity import aggregate, compare_mels
+from speechbench.tts.length import LengthPolicy
+from speechbench.tts.model import CharTokenizer, TextError, build_model
+from speechbench.tts.scheduler import make_arrivals, run_continuous, run_sequential, run_static
+
+log = logging.getLogger(__name__)
+SCHEMA = "tts_benchmarks/1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class TTSBenchConfig:
+    device: str = "cpu"
+    seed: int = 0
+    quick: bool = False
+    checkpoint: str | None = None
+    texts_file: str = "sample_text_inputs.json"
+    max_frames: int = 500
+    frames_per_char: float = LengthPolicy.frames_per_char
+    stop_head: str = "auto"  # auto: honour it only with a trained checkpoint
+    precision: str = "auto"  # the optimized engine's precision; auto: int8 on CPU, fp16 on CUDA
+    repeats: int = 3  # timed repeats per text for the optimized latency (after one warm-up)
+    baseline_repeats: int = 1  # the naive loop is quadratic in length: each sample text once by default
+    slots: int = 16  # decode slots of the batched engines
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    sched_requests: int = 24  # requests in the static-vs-continuous comparison
+    poisson_load: float = 0.7  # Poisson arrival rate as a fraction of measured continuous capacity
+    fidelity_texts: int = 2  # shortest sample texts rolled out by the (slow) causal reference
+    profile: bool = True
+    trace_dir: str | None = None
+    compile: str = "auto"  # auto: torch.compile + static cache on CUDA only
+    extra_precisions: list[str] = field(default_factory=list)  # measured for fidelity/latency too
+
+    @classmethod
+    def quick_preset(cls, **overrides: Any) -> TTSBenchConfig:
+        base = cls(quick=True, max_frames=40, repeats=1, slots=4, batch_sizes=[1, 2, 4], sched_requests=6,
+                   fidelity_texts=2, profile=True)
+        for k, v in overrides.items():
+            setattr(base, k, v)
+        return base
+
+
+def load_texts(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = REPO_ROOT / p
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise SystemExit(f"texts file not found: {p}") from e
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"texts file {p} is not valid JSON: {e}") from e
+    if "texts" not in data or not isinstance(data["texts"], list) or not data["texts"]:
+        raise SystemExit(f"texts file {p} needs a non-empty 'texts' list")
+    cats = data.get("test_categories") or {"all": data["texts"]}
+    category_of = {t: c for c, ts in cats.items() for t in ts}
+    return {"texts": data["texts"], "categories": cats, "category_of": category_of}
+
+
+class TTSBenchmark:
+    def __init__(self, cfg: TTSBenchConfig, output: Path, progress: bool = True):
+        self.cfg = cfg
+        self.output = output
+        self.progress = progress
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        torch.set_grad_enabled(False)
+        self.model = build_model(cfg.seed, cfg.checkpoint)
+        honor = cfg.stop_head == "honor" or (cfg.stop_head == "auto" and cfg.checkpoint is not None)
+        self.policy = LengthPolicy(frames_per_char=cfg.frames_per_char, max_frames=cfg.max_frames,
+                                   honor_stop=honor)
+        self.tokenizer = CharTokenizer(self.model.config.vocab_size)
+        self.fps = self.model.config.frames_per_second
+        data = load_texts(cfg.texts_file)
+        self.texts: list[str] = data["texts"]
+        self.category_of: dict[str, str] = data["category_of"]
+        if cfg.quick:  # one text per category keeps the smoke run small but covers every category
+            seen, picked = set(), []
+            for t in self.texts:
+                c = self.category_of.get(t, "all")
+                if c not in seen:
+                    seen.add(c)
+                    picked.append(t)
+            self.texts = picked
+        self.precision = cfg.precision
+        if self.precision == "auto":
+            self.precision = "fp16" if self.device.type == "cuda" else "int8"
+        self.use_compile = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
+        self.results: dict[str, Any] = {
+            "schema": SCHEMA,
+            "status": "running",
+            "env": capture_environment(self.device),
+            "config": asdict(cfg) | {"resolved_precision": self.precision, "honor_stop_head": honor,
+                                     "compile_resolved": self.use_compile},
+            "summary": {},
+            "model": self._model_info(),
+            "texts": [{"id": i, "chars": len(t), "category": self.category_of.get(t, "all"),
+                       "frames": self.policy.frames_for(len(self.tokenizer(t).ids)), "text": t}
+                      for i, t in enumerate(self.texts)],
+            "failures": [],
+            "notes": [],
+        }
+        self._engines: dict[tuple[str, int, bool], TTSEngine] = {}
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _model_info(self) -> dict[str, Any]:
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "name": "SimpleTTSModel (seed architecture)",
+            "weights": self.cfg.checkpoint or f"random, seed {self.cfg.seed}",
+            "params": n_params,
+            "decoder_params": sum(p.numel() for p in self.model.decoder.parameters()),
+            "config": asdict(self.model.config),
+            "frames_per_second": self.fps,
+            "length_policy": asdict(self.policy),
+        }
+
+    def engine(self, precision: str, slots: int, static: bool = False) -> TTSEngine:
+        key = (precision, slots, static)
+        if key not in self._engines:
+            cfg = EngineConfig(precision=precision, num_slots=slots, static_shapes=static,
+                               compile=static and self.use_compile)
+            eng = TTSEngine(self.model, cfg, self.policy, self.tokenizer, self.device)
+            eng.warmup_compiled()
+            for note in eng.notes:
+                self.note(f"engine {precision} x{slots}: {note}")
+            self._engines[key] = eng
+        return self._engines[key]
+
+    def note(self, text: str) -> None:
+        log.info(text)
+        if text not in self.results["notes"]:
+            self.results["notes"].append(text)
+
+    def save(self) -> None:
+        write_json_atomic(self.output, self.results)
+
+    def section(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one section; store its result (or its failure) and write the JSON at once."""
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+            self.results[name] = out
+            return out
+        except Exception as e:  # a failed section is a recorded failure; the others still run
+            log.error("section %s failed: %s", name, e)
+            self.results["failures"].append({"section": name, "error": f"{type(e).__name__}: {e}",
+                                             "traceback": traceback.format_exc(limit=5)})
+            return None
+        finally:
+            self.results.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
+            self.save()
+
+    def bar(self, total: int, desc: str) -> tqdm:
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+
+    def latency_text(self) -> str:
+        """The sample text closest to 50 characters: the seed's latency target is for such a text."""
+        return min(self.texts, key=lambda t: abs(len(t) - 50))
+
+    # -- sections ------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        phases = [
+            ("fidelity", self.measure_fidelity),
+            ("baseline", self.measure_baseline),
+            ("latency", self.measure_latency),
+            ("waterfall", self.measure_waterfall),
+            ("schedulers", self.measure_schedulers),
+            ("batch_sweep", self.measure_batch_sweep),
+            ("memory", self.measure_memory),
+            ("profiles", self.measure_profiles),
+            ("edge_cases", self.measure_edge_cases),
+        ]
+        if not self.cfg.profile:
+            phases = [p for p in phases if p[0] != "profiles"]
+        with tqdm(phases, desc="TTS benchmark", disable=not self.progress, dynamic_ncols=True) as bar:
+            for name, fn in bar:
+                bar.set_postfix_str(name)
+                self.section(name, fn)
+        self.results["summary"] = self.build_summary()
+        self.results["status"] = "complete" if not self.results["failures"] else "complete_with_failures"
+        self.save()
+        return self.results
+
+    def measure_fidelity(self) -> dict[str, Any]:
+        """Every optimized variant against the causal reference, same weights, same texts."""
+        texts = sorted(self.texts, key=len)[: self.cfg.fidelity_texts]
+        ref_runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=True, device=self.device)
+        seed_runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=False, device=self.device)
+        refs, seed_out = {}, {}
+        with self.bar(2 * len(texts), "fidelity: reference rollouts") as b:
+            for t in texts:
+                refs[t] = ref_runner.synthesize(t).mel
+                b.update()
+                seed_out[t] = seed_runner.synthesize(t).mel
+                b.update()
+        variants: dict[str, Callable[[list[str]], list[torch.Tensor]]] = {
+            "kv_cache_fp32": lambda ts: [self.engine("fp32", 1).synthesize(t).mel for t in ts],
+            # Each text inside a padded batch with shorter companions: batching must not change output.
+            "static_batch_fp32": lambda ts: [c.mel for c in self.engine("fp32", 2 * len(ts)).synthesize_batch(
+                ts + self._companions(ts))[: len(ts)]],
+            "continuous_fp32": lambda ts: self._continuous_mels("fp32", ts),
+        }
+        reduced = [self.precision] + [p for p in self.cfg.extra_precisions if p != self.precision]
+        for prec in reduced:
+            if prec == "fp32":
+                continue
+            variants[f"kv_cache_{prec}"] = lambda ts, p=prec: [self.engine(p, 1).synthesize(t).mel for t in ts]
+            variants[f"continuous_{prec}"] = lambda ts, p=prec: self._continuous_mels(p, ts)
+        if self.use_compile:
+            variants["static_cache_compiled"] = lambda ts: [
+                self.engine(self.precision, 1, static=True).synthesize(t).mel for t in ts]
+        out: dict[str, Any] = {"texts": texts, "reference": "naive loop with causal mask, fp32", "variants": {}}
+        for name, fn in variants.items():
+            mels = fn(texts)
+            rows = [compare_mels(m, refs[t]) | {"chars": len(t)} for m, t in zip(mels, texts, strict=True)]
+            out["variants"][name] = {"aggregate": aggregate(rows), "per_text": rows}
+        # What the seed's missing causal mask does to the output, for the record.
+        rows = [compare_mels(seed_out[t], refs[t]) for t in texts]
+        out["seed_noncausal_vs_reference"] = aggregate(rows)
+        return out
+
+    @staticmethod
+    def _companions(texts: list[str]) -> list[str]:
+        """Shorter texts to share a batch with: different lengths, cheap to decode."""
+        return [t[: max(1, len(t) // 3)] for t in texts]
+
+    def _continuous_mels(self, precision: str, texts: list[str]) -> list[torch.Tensor]:
+        """Texts decoded by the continuous scheduler in a 2-slot pool, so slots retire and refill."""
+        eng = self.engine(precision, 2)
+        reqs = [Request(t, i) for i, t in enumerate(self._companions(texts)[:1] + texts + self._companions(texts))]
+        res = run_continuous(eng, reqs)
+        by_id = {c.request_id: c.mel for c in res.completed}
+        return [by_id[i + 1] for i in range(len(texts))]
+
+    def measure_baseline(self) -> dict[str, Any]:
+        runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=False, device=self.device)
+        runner.synthesize(sorted(self.texts, key=len)[0])  # warm-up (allocator, kernels), not timed
+        rows = []
+        with self.bar(len(self.texts) * self.cfg.baseline_repeats, "baseline (seed naive loop)") as b:
+            for i, t in enumerate(self.texts):
+                lat = []
+                for _ in range(self.cfg.baseline_repeats):
+                    with Stopwatch(self.device) as sw:
+                        r = runner.synthesize(t)
+                    lat.append(sw.elapsed_s)
+                    b.update()
+                rows.append({"id": i, "chars": len(t), "category": self.category_of.get(t, "all"),
+                             "frames": r.frames, "latency_s": lat, "audio_s": r.frames / self.fps})
+                self.results["baseline"] = {"per_text": rows, "partial": True}
+                self.save()  # the baseline is the slow part: keep every text as soon as it is measured
+        total = sum(float(np.median(r["latency_s"])) for r in rows)
+        return {
+            "runner": "seed naive loop: one text at a time, full-prefix recompute, fp32, no causal mask",
+            "per_text": rows,
+            "per_category": self._per_category(rows),
+            "sequential_throughput_texts_per_s": len(rows) / total,
+            "sequential_throughput_audio_s_per_s": sum(r["audio_s"] for r in rows) / total,
+        }
+
+    def _per_category(self, rows: list[dict]) -> dict[str, Any]:
+        cats: dict[str, list[float]] = {}
+        for r in rows:
+            cats.setdefault(r["category"], []).extend(r["latency_s"])
+        return {c: summarize(v, scale=1e3) for c, v in cats.items()}
+
+    def measure_latency(self) -> dict[str, Any]:
+        """Single-request latency by length category for the optimized single-stream engines."""
+        out = {}
+        precisions = ["fp32", self.precision] + self.cfg.extra_precisions
+        precisions = list(dict.fromkeys(precisions))
+        with self.bar(len(precisions) * len(self.texts) * self.cfg.repeats, "optimized latency") as b:
+            for prec in precisions:
+                eng = self.engine(prec, 1)
+                eng.synthesize(self.texts[0])  # warm-up
+                rows = []
+                for i, t in enumerate(self.texts):
+                    lat = []
+                    for _ in range(self.cfg.repeats):
+                        with Stopwatch(self.device) as sw:
+                            c = eng.synthesize(t)
+                        lat.append(sw.elapsed_s)
+                        b.update()
+                    rows.append({"id": i, "chars": len(t), "category": self.category_of.get(t, "all"),
+                                 "frames": c.frames, "latency_s": lat, "audio_s": c.frames / self.fps,
+                                 "ms_per_frame": 1e3 * float(np.median(lat)) / c.frames})
+                total = sum(float(np.median(r["latency_s"])) for r in rows)
+                out[f"kv_cache_{prec}"] = {
+                    "precision": prec,
+                    "per_text": rows,
+                    "per_category": self._per_category(rows),
+                    "sequential_throughput_texts_per_s": len(rows) / total,
+                    "sequential_throughput_audio_s_per_s": sum(r["audio_s"] for r in rows) / total,
+                }
+        return out
+
+    def measure_waterfall(self) -> list[dict[str, Any]]:
+        """Throughput on the sample texts as techniques are added one at a time (same texts, same run)."""
+        base = self.results.get("baseline") or {}
+        lat = self.results.get("latency") or {}
+        steps = []
+        if "sequential_throughput_texts_per_s" in base:
+            steps.append(("seed baseline (naive loop, fp32)", base["sequential_throughput_texts_per_s"], {}))
+        if "kv_cache_fp32" in lat:
+            steps.append(("+ KV cache & precomputed cross-attn K/V", lat["kv_cache_fp32"]["sequential_throughput_texts_per_s"], {}))
+        if f"kv_cache_{self.precision}" in lat and self.precision != "fp32":
+            steps.append((f"+ {self.precision}", lat[f"kv_cache_{self.precision}"]["sequential_throughput_texts_per_s"], {}))
+        reqs = [Request(t, i) for i, t in enumerate(self.texts)]
+        slots = self.cfg.slots
+        eng = self.engine(self.precision, slots)
+        run_static(eng, reqs[:2], batch_size=2)  # warm-up of the batched shapes
+        stat = run_static(eng, reqs, batch_size=slots).summary(self.fps)
+        steps.append((f"+ padded static batching (batch {slots})", stat["throughput_texts_per_s"], stat))
+        cont = run_continuous(eng, reqs).summary(self.fps)
+        steps.append((f"+ continuous batching ({slots} slots)", cont["throughput_texts_per_s"], cont))
+        first = steps[0][1]
+        out = []
+        prev = None
+        for name, tput, detail in steps:
+            out.append({"technique": name, "throughput_texts_per_s": tput,
+                        "speedup_vs_first": tput / first, "step_gain": tput / prev if prev else 1.0,
+                        "detail": detail})
+            prev = tput
+        return out
+
+    def _mixed_requests(self, n: int, seed: int) -> list[str]:
+        """A mixed-length request stream drawn from the sample texts (seeded)."""
+        rng = np.random.default_rng(seed)
+        return [self.texts[i] for i in rng.integers(0, len(self.texts), size=n)]
+
+    def measure_schedulers(self) -> dict[str, Any]:
+        slots = self.cfg.slots
+        texts = self._mixed_requests(self.cfg.sched_requests, self.cfg.seed)
+        eng = self.engine(self.precision, slots)
+        out: dict[str, Any] = {"slots": slots, "requests": len(texts),
+                               "request_frames": [self.policy.frames_for(len(t)) for t in texts]}
+        with self.bar(4, "schedulers") as b:
+            reqs = [Request(t, i) for i, t in enumerate(texts)]
+            with NVMLSampler() as nv:
+                cont = run_continuous(eng, reqs).summary(self.fps)
+            b.update()
+            stat = run_static(eng, reqs, batch_size=slots).summary(self.fps)
+            b.update()
+            out["all_at_once"] = {"static": stat, "continuous": cont,
+                                  "continuous_vs_static_throughput": cont["throughput_texts_per_s"]
+                                  / stat["throughput_texts_per_s"]}
+            out["gpu_telemetry"] = nv.summary()
+            rate = self.cfg.poisson_load * cont["throughput_texts_per_s"]
+            arrivals = make_arrivals(len(texts), "poisson", rate, self.cfg.seed)
+            preqs = [Request(t, i, a) for i, (t, a) in enumerate(zip(texts, arrivals, strict=True))]
+            pc = run_continuous(eng, preqs).summary(self.fps)
+            b.update()
+            ps = run_static(eng, preqs, batch_size=slots).summary(self.fps)
+            b.update()
+            out["poisson"] = {"rate_per_s": rate, "load_fraction": self.cfg.poisson_load,
+                              "static": ps, "continuous": pc,
+                              "continuous_vs_static_throughput": pc["throughput_texts_per_s"]
+                              / ps["throughput_texts_per_s"],
+                              "continuous_vs_static_p95_latency": pc["latency_ms_p95"] / ps["latency_ms_p95"]}
+        # Sequential single-slot serving of the same stream, for the concurrency story.
+        seq = run_sequential(self.engine(self.precision, 1), reqs[: max(2, len(reqs) // 4)]).summary(self.fps)
+        out["sequential_subset"] = seq
+        return out
+
+    def measure_batch_sweep(self) -> list[dict[str, Any]]:
+        """Batch size vs latency/throughput on one fixed text, plus decode-step time and bandwidth."""
+        text = self.latency_text()
+        rows = []
+        sizes = [b for b in self.cfg.batch_sizes]
+        with self.bar(len(sizes), "batch sweep") as bar:
+            for bs in sizes:
+                eng = self.engine(self.precision, max(bs, 1))
+                eng.synthesize_batch([text] * bs)  # warm-up at this shape
+                with Stopwatch(self.device) as sw:
+                    outs = eng.synthesize_batch([text] * bs)
+                step_ms = self._decode_step_ms(eng, [text] * bs)
+                frames = outs[0].frames
+                weight_bytes = eng.decode_weight_bytes()
+                kv_bytes = self._kv_bytes_per_step(eng, bs, frames)
+                rows.append({
+                    "batch_size": bs,
+                    "latency_ms": 1e3 * sw.elapsed_s,
+                    "throughput_texts_per_s": bs / sw.elapsed_s,
+                    "throughput_audio_s_per_s": bs * frames / self.fps / sw.elapsed_s,
+                    "decode_step_ms": step_ms,
+                    "frames_per_s": bs * 1e3 / step_ms,
+                    "weight_bytes_per_step": weight_bytes,
+                    "kv_bytes_per_step_mean": kv_bytes,
+                    "bandwidth_weights_gb_s": weight_bytes / (step_ms / 1e3) / 1e9,
+                    "bandwidth_total_gb_s": (weight_bytes + kv_bytes) / (step_ms / 1e3) / 1e9,
+                    "cache_mb": eng.cache_bytes() / 2**20,
+                })
+                bar.update()
+                if bs > 1:  # large pools are only for the sweep: free them before the next size
+                    self._engines.pop((self.precision, bs, False), None)
+        return rows
+
+    def _decode_step_ms(self, eng: TTSEngine, texts: list[str]) -> float:
+        """Median time of one decode step (no prefill, no vocoder) over a whole sequence."""
+        eng.prefill([Request(t, i) for i, t in enumerate(texts)])
+        times = []
+        while not all(s.done for s in eng.slots):
+            with Stopwatch(self.device) as sw:
+                eng._step_static_batch()
+            times.append(sw.elapsed_s)
+        eng.retire()
+        return 1e3 * float(np.median(times))
+
+    def _kv_bytes_per_step(self, eng: TTSEngine, batch: int, frames: int) -> float:
+        d = eng.decoder
+        per_pos = 2 * d.num_layers * d.num_heads * d.head_dim * eng.cache_dtype.itemsize
+        return batch * per_pos * (frames + 1) / 2  # the average prefix length over the sequence
+
+    def measure_memory(self) -> dict[str, Any]:
+        """Peak memory of the baseline and of the optimized engine, each alone in a fresh process."""
+        texts = sorted(self.texts, key=len)
+        probes = {
+            "baseline": ["--variant", "baseline", "--text", texts[0]],
+            "optimized_single": ["--variant", "optimized", "--precision", self.precision, "--slots", "1",
+                                 "--text", texts[0]],
+            "optimized_batched": ["--variant", "optimized", "--precision", self.precision, "--slots",
+                                  str(self.cfg.slots)] + sum((["--text", t] for t in self.texts), []),
+        }
+        if self.cfg.quick:  # each probe is a fresh interpreter (~4 s); the smoke run needs only the pair
+            probes.pop("optimized_single")
+        out = {}
+        with self.bar(len(probes), "memory probes") as b:
+            for name, args in probes.items():
+                cmd = [sys.executable, "-m", "speechbench.tts.memprobe", "--device", str(self.device),
+                       "--seed", str(self.cfg.seed), "--max-frames", str(self.cfg.max_frames), *args]
+                if self.cfg.checkpoint:
+                    cmd += ["--checkpoint", self.cfg.checkpoint]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"memory probe {name} failed: {proc.stderr[-2000:]}")
+                out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+                b.update()
+        return out
+
+    def measure_profiles(self) -> dict[str, Any]:
+        """torch.profiler top ops: the seed loop vs the optimized engine on the same short text."""
+        text = sorted(self.texts, key=len)[0]
+        trace_dir = Path(self.cfg.trace_dir) if self.cfg.trace_dir else None
+        out = {}
+        runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=False, device=self.device)
+        with torch_profile(self.device, trace_dir / "baseline.json" if trace_dir else None) as prof:
+            runner.synthesize(text)
+        out["baseline"] = asdict(prof)
+        eng = self.engine(self.precision, 1)
+        with torch_profile(self.device, trace_dir / "optimized.json" if trace_dir else None) as prof:
+            eng.synthesize(text)
+        out["optimized"] = asdict(prof)
+        out["text_chars"] = len(text)
+        return out
+
+    def measure_edge_cases(self) -> list[dict[str, Any]]:
+        eng = self.engine("fp32", max(2, min(self.cfg.slots, 4)))
+        cases: list[dict[str, Any]] = []
+
+        def case(name: str, fn: Callable[[], dict]) -> None:
+            try:
+                cases.append({"case": name, "ok": True} | fn())
+            except TextError as e:
+                cases.append({"case": name, "ok": False, "error": str(e), "expected_error": True})
+            except Exception as e:
+                cases.append({"case": name, "ok": False, "error": f"{type(e).__name__}: {e}",
+                              "expected_error": False})
+            eng.slots.clear()
+
+        case("empty text", lambda: {"frames": eng.synthesize("").frames})
+        case("whitespace only", lambda: {"frames": eng.synthesize("   \n").frames})
+        case("one character", lambda: {"frames": eng.synthesize("a").frames})
+        long_text = "the rain in spain stays mainly in the plain. " * 40
+        case("text longer than max tokens", lambda: (lambda c: {
+            "chars_in": len(long_text), "truncated_from": c.meta["truncated_from"], "frames": c.frames})(
+                eng.synthesize(long_text)))
+        case("non-ASCII (folded by ord % 256, counted)", lambda: (lambda c: {
+            "non_ascii": c.meta["non_ascii"], "frames": c.frames})(eng.synthesize("Café — naïve façade, 東京")))
+
+        def mixed() -> dict:
+            eng.prefill([Request("a", 0, frames=1), Request(self.latency_text(), 1, frames=self.cfg.max_frames)])
+            while not all(s.done for s in eng.slots):
+                eng.step()
+                eng_done = eng.retire()
+                if eng_done:
+                    got.extend(eng_done)
+            got.extend(eng.retire())
+            return {"frames": sorted(c.frames for c in got)}
+
+        got: list = []
+        case("batch mixing 1 and max frames", mixed)
+        return cases
+
+    # -- summary ---------------------------------------------------------------------------------------------
+
+    def build_summary(self) -> dict[str, Any]:
+        r = self.results
+        s: dict[str, Any] = {"device": str(self.device), "device_name": r["env"].get("device_name"),
+                             "precision": self.precision, "quick": self.cfg.quick}
+        ltext = self.latency_text()
+        lid = self.texts.index(ltext)
+        base = r.get("baseline") or {}
+        lat = (r.get("latency") or {}).get(f"kv_cache_{self.precision}") or {}
+        if base.get("per_text") and lat.get("per_text"):
+            b = base["per_text"][lid]["latency_s"]
+            o = lat["per_text"][lid]["latency_s"]
+            s["latency_text_chars"] = len(ltext)
+            s["latency_text_frames"] = lat["per_text"][lid]["frames"]
+            s["baseline_latency_ms_p50"] = 1e3 * float(np.median(b))
+            s["optimized_latency_ms_p50"] = 1e3 * float(np.median(o))
+            s["optimized_latency_ms_p95"] = 1e3 * float(np.percentile(o, 95))
+            s["latency_speedup"] = s["baseline_latency_ms_p50"] / s["optimized_latency_ms_p50"]
+            allo = [x for row in lat["per_text"] for x in row["latency_s"]]
+            s["optimized_latency_ms_mean_all_texts"] = 1e3 * float(np.mean(allo))
+            s["optimized_latency_ms_p95_all_texts"] = 1e3 * float(np.percentile(allo, 95))
+        wf = r.get("waterfall") or []
+        batched = [w for w in wf if "batching" in w["technique"]]
+        if wf and batched and "sequential_throughput_texts_per_s" in base:
+            best = max(batched, key=lambda w: w["throughput_texts_per_s"])
+            s["optimized_throughput_per_s"] = best["throughput_texts_per_s"]
+            s["optimized_throughput_engine"] = best["technique"]
+            s["baseline_throughput_per_s"] = base["sequential_throughput_texts_per_s"]
+            s["throughput_speedup"] = best["throughput_texts_per_s"] / base["sequential_throughput_texts_per_s"]
+            s["optimized_throughput_audio_s_per_s"] = best["detail"].get("throughput_audio_s_per_s")
+        sch = r.get("schedulers") or {}
+        if sch:
+            s["continuous_vs_static_throughput"] = sch["all_at_once"]["continuous_vs_static_throughput"]
+            s["continuous_vs_static_throughput_poisson"] = sch["poisson"]["continuous_vs_static_throughput"]
+        fid = (r.get("fidelity") or {}).get("variants") or {}
+        if "kv_cache_fp32" in fid:
+            fp32 = [v["aggregate"] for k, v in fid.items() if k.endswith("fp32")]
+            s["fidelity_fp32_max_abs_mel_diff"] = max(a["max_abs_diff"] for a in fp32)
+            s["fidelity_fp32_frame_agreement"] = min(a["frame_agreement"] for a in fp32)
+        red = [v["aggregate"] for k, v in fid.items() if not k.endswith("fp32") and "compiled" not in k]
+        if red:
+            s["fidelity_reduced_precision_rel_l2"] = max(a["rel_l2_max"] for a in red)
+            s["fidelity_reduced_precision_mcd_db"] = max(a["mcd_db_max"] for a in red)
+        mem = r.get("memory") or {}
+        if mem:
+            key = "cuda_peak_allocated_mb" if self.device.type == "cuda" else "rss_peak_mb"
+            s["baseline_peak_memory_mb"] = mem["baseline"][key]
+            s["optimized_peak_memory_mb"] = mem["optimized_batched"][key]
+            if "optimized_single" in mem:
+                s["optimized_single_peak_memory_mb"] = mem["optimized_single"][key]
+            s["peak_memory_kind"] = "CUDA allocator peak" if key.startswith("cuda") else "host RSS peak (fresh process)"
+        sweep = r.get("batch_sweep") or []
+        if sweep:
+            s["bandwidth_gb_s_batch1"] = sweep[0]["bandwidth_weights_gb_s"]
+            s["decode_step_ms_batch1"] = sweep[0]["decode_step_ms"]
+            best = max(sweep, key=lambda x: x["throughput_texts_per_s"])
+            s["best_batch_size"] = best["batch_size"]
+        s["failures"] = len(r["failures"])
+        return s

@@ -1,0 +1,75 @@
+"""Smoke test of the Part 1 CLI at --quick size: the JSON carries the promised fields, the report renders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED_SUMMARY = [
+    "device", "baseline_latency_ms_p50", "optimized_latency_ms_p50", "optimized_latency_ms_p95",
+    "latency_speedup", "optimized_throughput_per_s", "throughput_speedup", "continuous_vs_static_throughput",
+    "fidelity_fp32_max_abs_mel_diff", "fidelity_reduced_precision_rel_l2", "baseline_peak_memory_mb",
+    "optimized_peak_memory_mb",
+]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "optimized_tts_inference.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tts")
+    proc = run_cli("--quick", "--output", str(out / "tts.json"), "--report", str(out / "docs" / "tts.md"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "tts.json").read_text())
+
+
+def test_quick_json_fields(quick_run):
+    _, res = quick_run
+    assert res["schema"] == "tts_benchmarks/1" and res["status"] == "complete"
+    assert res["failures"] == []
+    s = res["summary"]
+    missing = [k for k in REQUIRED_SUMMARY if s.get(k) is None]
+    assert not missing, missing
+    for k in ("env", "config", "baseline", "latency", "waterfall", "schedulers", "batch_sweep", "fidelity",
+              "memory", "profiles", "edge_cases"):
+        assert res.get(k), k
+    assert s["fidelity_fp32_max_abs_mel_diff"] <= 1e-4
+    assert s["fidelity_fp32_frame_agreement"] == 1.0
+    assert s["fidelity_reduced_precision_rel_l2"] <= 0.05
+    assert s["latency_speedup"] > 1 and s["throughput_speedup"] > 1
+    edge = {c["case"]: c for c in res["edge_cases"]}
+    assert edge["empty text"]["expected_error"] and not edge["empty text"]["ok"]
+    assert edge["one character"]["ok"]
+    assert edge["batch mixing 1 and max frames"]["frames"] == [1, res["config"]["max_frames"]]
+    assert all(c["ok"] or c.get("expected_error") for c in res["edge_cases"])
+
+
+def test_report_is_rendered_from_json_and_report_only_rerenders(quick_run):
+    out, res = quick_run
+    report = (out / "docs" / "tts.md").read_text()
+    assert f"{res['summary']['latency_speedup']:.1f}x" in report
+    assert (out / "docs" / "figures" / "tts_waterfall.png").exists()
+    (out / "docs" / "tts.md").unlink()
+    proc = run_cli("--report-only", "--output", str(out / "tts.json"), "--report", str(out / "docs" / "tts.md"))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "docs" / "tts.md").read_text() == report
+
+
+def test_cli_input_errors_are_clear(tmp_path):
+    proc = run_cli("--quick", "--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.json"))
+    assert proc.returncode != 0 and "checkpoint not found" in proc.stderr
+    bad = tmp_path / "texts.json"
+    bad.write_text("{not json")
+    proc = run_cli("--quick", "--texts", str(bad), "--output", str(tmp_path / "x.json"))
+    assert proc.returncode != 0 and "not valid JSON" in proc.stderr
+    proc = run_cli("--report-only", "--output", str(tmp_path / "none.json"))
+    assert proc.returncode != 0 and "run the benchmark first" in proc.stderr
+    assert run_cli("--help").stdout.count("--") > 20

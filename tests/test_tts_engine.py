@@ -1,0 +1,254 @@
+"""The optimized TTS engine must reproduce the causal reference on the same weights.
+
+A small config (hidden 64, 2+2 layers) keeps the naive reference loop fast; the same code runs the full
+seed-size model in the benchmark's fidelity section.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechbench.tts.baseline import NaiveTTSInference
+from speechbench.tts.engine import EngineConfig, Request, TTSEngine
+from speechbench.tts.fidelity import compare_mels
+from speechbench.tts.length import LengthPolicy
+from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_model
+from speechbench.tts.scheduler import make_arrivals, run_continuous, run_sequential, run_static
+
+SMALL = TTSModelConfig(hidden_dim=64, num_layers=2, num_heads=4, ff_dim=128)
+TEXTS = ["Hi.", "Hello world!", "The quick brown fox jumps over the lazy dog.", "Good morning, how are you?"]
+
+
+def small_model(seed: int = 0):
+    return build_model(seed, config=SMALL)
+
+
+def reference_mel(model, policy, text):
+    return NaiveTTSInference(model, policy, causal=True).synthesize(text).mel
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("max_frames", [1, 7, 60])
+def test_kv_cache_equals_causal_reference_fp32(seed, max_frames):
+    torch.set_grad_enabled(False)
+    model = small_model(seed)
+    policy = LengthPolicy(max_frames=max_frames)
+    eng = TTSEngine(model, EngineConfig(num_slots=1), policy)
+    for text in TEXTS[:3]:
+        ref = reference_mel(model, policy, text)
+        got = eng.synthesize(text).mel
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max().item() <= 1e-4
+
+
+def test_kv_cache_equals_reference_on_full_size_model():
+    """The seed-size model (512 hidden, 6+6 layers), a short rollout: same bar."""
+    torch.set_grad_enabled(False)
+    model = build_model(3)
+    policy = LengthPolicy(max_frames=12)
+    ref = reference_mel(model, policy, "Full size.")
+    got = TTSEngine(model, EngineConfig(), policy).synthesize("Full size.").mel
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() <= 1e-4
+
+
+def test_seed_noncausal_loop_differs_from_reference():
+    """The seed's missing mask is a real semantic difference (why the reference is causal)."""
+    torch.set_grad_enabled(False)
+    model = small_model(0)
+    policy = LengthPolicy(max_frames=20)
+    seed = NaiveTTSInference(model, policy, causal=False).synthesize("Hello world!").mel
+    ref = reference_mel(model, policy, "Hello world!")
+    assert (seed - ref).abs().max().item() > 1e-3
+    assert torch.equal(seed[0], ref[0])  # first frame: one position, nothing to mask
+
+
+def test_text_alone_equals_text_in_mixed_batch():
+    torch.set_grad_enabled(False)
+    model = small_model(1)
+    policy = LengthPolicy(max_frames=50)
+    eng = TTSEngine(model, EngineConfig(num_slots=4), policy)
+    alone = {t: eng.synthesize(t) for t in TEXTS}
+    batch = eng.synthesize_batch(TEXTS)
+    for t, c in zip(TEXTS, batch, strict=True):
+        assert c.frames == alone[t].frames == policy.frames_for(len(t))
+        assert (c.mel - alone[t].mel).abs().max().item() <= 1e-4
+
+
+def test_continuous_batching_matches_sequential_and_admits_everyone():
+    torch.set_grad_enabled(False)
+    model = small_model(2)
+    policy = LengthPolicy(max_frames=40)
+    reqs = [Request(t, i) for i, t in enumerate(TEXTS * 3)]  # 12 requests through 3 slots
+    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, EngineConfig(num_slots=1), policy), reqs).completed}
+    eng = TTSEngine(model, EngineConfig(num_slots=3), policy)
+    res = run_continuous(eng, reqs)
+    assert sorted(c.request_id for c in res.completed) == list(range(len(reqs)))
+    assert eng.active == 0 and eng.free_slots == 3
+    assert max(res.occupancy) == 3  # the pool was full while the queue had work
+    assert res.slot_steps == sum(c.frames for c in res.completed)  # a finished slot costs nothing more
+    for c in res.completed:
+        assert c.frames == seq[c.request_id].frames
+        assert (c.mel - seq[c.request_id].mel).abs().max().item() <= 1e-4
+
+
+def test_static_batching_pads_work_but_keeps_each_output_length():
+    torch.set_grad_enabled(False)
+    model = small_model(0)
+    policy = LengthPolicy(max_frames=40)
+    reqs = [Request(t, i) for i, t in enumerate(TEXTS)]
+    res = run_static(TTSEngine(model, EngineConfig(num_slots=4), policy), reqs, batch_size=4)
+    frames = {c.request_id: c.frames for c in res.completed}
+    assert frames == {i: policy.frames_for(len(t)) for i, t in enumerate(TEXTS)}
+    assert res.steps == max(frames.values())
+    assert res.slot_steps == 4 * max(frames.values()) > sum(frames.values())
+
+
+def test_retire_refills_slot_immediately():
+    """Iteration-level scheduling: a slot freed at step k holds a newcomer at step k+1."""
+    torch.set_grad_enabled(False)
+    model = small_model(0)
+    eng = TTSEngine(model, EngineConfig(num_slots=2), LengthPolicy(max_frames=50))
+    eng.prefill([Request("a", 0, frames=2), Request("b", 1, frames=5)])
+    eng.step()
+    assert eng.retire() == []
+    eng.step()
+    done = eng.retire()
+    assert [c.request_id for c in done] == [0] and done[0].frames == 2
+    assert eng.active == 1 and eng.slots[0].request.request_id == 1  # compacted into slot 0
+    eng.prefill([Request("c", 2, frames=1)])
+    assert eng.active == 2
+    eng.step()
+    assert [c.request_id for c in eng.retire()] == [2]
+    while eng.active:
+        eng.step()
+        done = eng.retire()
+    assert done[0].request_id == 1 and done[0].frames == 5
+
+
+def test_prefill_refuses_more_than_free_slots():
+    eng = TTSEngine(small_model(), EngineConfig(num_slots=1), LengthPolicy(max_frames=5))
+    with pytest.raises(RuntimeError, match="free slots"):
+        eng.prefill([Request("a", 0), Request("b", 1)])
+
+
+def test_poisson_arrivals_are_seeded_and_respected():
+    a = make_arrivals(5, "poisson", rate_per_s=50.0, seed=3)
+    assert a == make_arrivals(5, "poisson", rate_per_s=50.0, seed=3)
+    assert all(x < y for x, y in zip(a, a[1:], strict=False))
+    torch.set_grad_enabled(False)
+    eng = TTSEngine(small_model(), EngineConfig(num_slots=2), LengthPolicy(max_frames=5))
+    res = run_continuous(eng, [Request("hello", i, t) for i, t in enumerate(a)])
+    for c in res.completed:
+        assert c.admitted_s >= c.arrival_s - 1e-6 and c.finished_s > c.arrival_s
+    with pytest.raises(ValueError):
+        make_arrivals(3, "poisson", rate_per_s=0)
+
+
+def test_int8_and_bf16_within_five_percent_of_reference():
+    torch.set_grad_enabled(False)
+    model = build_model(0)
+    policy = LengthPolicy(max_frames=15)
+    ref = reference_mel(model, policy, "Reduced precision.")
+    for prec in ("int8", "bf16"):
+        got = TTSEngine(model, EngineConfig(precision=prec), policy).synthesize("Reduced precision.").mel
+        f = compare_mels(got, ref)
+        assert f["frames_equal"]
+        assert f["rel_l2"] <= 0.05, (prec, f)
+        assert f["max_abs_diff"] > 0  # it really ran in reduced precision
+
+
+def test_fp16_refused_on_cpu_and_bad_precision():
+    with pytest.raises(ValueError, match="GPU"):
+        TTSEngine(small_model(), EngineConfig(precision="fp16"), device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        EngineConfig(precision="int4")
+
+
+def test_stop_head_is_honoured_when_asked():
+    torch.set_grad_enabled(False)
+    model = small_model(0)
+    with torch.no_grad():  # make the stop head fire on every step
+        model.stop_token.bias.fill_(50.0)
+    honour = TTSEngine(model, EngineConfig(), LengthPolicy(max_frames=30, honor_stop=True)).synthesize("hello")
+    ignore = TTSEngine(model, EngineConfig(), LengthPolicy(max_frames=30)).synthesize("hello")
+    assert honour.frames == 1 and honour.stop_step == 0
+    assert ignore.frames == LengthPolicy(max_frames=30).frames_for(5) and ignore.stop_step == 0
+    ref = NaiveTTSInference(model, LengthPolicy(max_frames=30, honor_stop=True), causal=True).synthesize("hello")
+    assert ref.frames == 1
+
+
+# -- edge cases ---------------------------------------------------------------------------------------------
+
+
+def test_empty_and_whitespace_text_are_clear_errors():
+    eng = TTSEngine(small_model(), EngineConfig(), LengthPolicy(max_frames=5))
+    for bad in ("", "   ", "\n\t"):
+        with pytest.raises(TextError, match="empty"):
+            eng.synthesize(bad)
+    assert eng.active == 0  # a refused request leaves no slot behind
+    with pytest.raises(TextError):
+        CharTokenizer()(None)  # type: ignore[arg-type]
+
+
+def test_one_character_text():
+    torch.set_grad_enabled(False)
+    c = TTSEngine(small_model(), EngineConfig(), LengthPolicy()).synthesize("a")
+    assert c.frames == LengthPolicy().frames_for(1) >= 1
+    assert c.audio.numel() == 8 * c.frames  # the toy vocoder upsamples 8x
+
+
+def test_long_text_is_truncated_with_a_record(caplog):
+    tok = CharTokenizer(max_tokens=50)
+    with caplog.at_level("WARNING"):
+        t = tok("x" * 120)
+    assert len(t.ids) == 50 and t.truncated_from == 120
+    assert "truncated" in caplog.text
+    torch.set_grad_enabled(False)
+    eng = TTSEngine(small_model(), EngineConfig(), LengthPolicy(max_frames=5), tokenizer=tok)
+    assert eng.synthesize("y" * 500).meta["truncated_from"] == 500
+
+
+def test_non_ascii_policies():
+    fold = CharTokenizer()("Café—x")
+    assert fold.non_ascii == 2 and fold.ids[3] == ord("é") % 256 and fold.ids[4] == 0x2014 % 256
+    assert CharTokenizer(non_ascii="ascii")("Café").text == "cafe"
+    with pytest.raises(TextError, match="non-ASCII"):
+        CharTokenizer(non_ascii="error")("Café")
+    with pytest.raises(TextError):
+        CharTokenizer(non_ascii="ascii")("東京")
+
+
+def test_batch_mixing_one_and_max_frames():
+    torch.set_grad_enabled(False)
+    model = small_model(0)
+    policy = LengthPolicy(max_frames=500)
+    eng = TTSEngine(model, EngineConfig(num_slots=2), policy)
+    res = run_continuous(eng, [Request("a", 0, frames=1), Request("a long one", 1, frames=500)])
+    frames = {c.request_id: c.frames for c in res.completed}
+    assert frames == {0: 1, 1: 500}
+    alone = TTSEngine(model, EngineConfig(num_slots=1), policy)
+    alone.prefill([Request("a long one", 0, frames=500)])
+    while alone.active:
+        alone.step()
+        out = alone.retire()
+    long_mel = next(c.mel for c in res.completed if c.request_id == 1)
+    assert (long_mel - out[0].mel).abs().max().item() <= 1e-4
+
+
+def test_length_policy_clamps():
+    p = LengthPolicy(frames_per_char=6.0, min_frames=2, max_frames=100)
+    assert p.frames_for(0) == 2 and p.frames_for(10) == 60 and p.frames_for(1000) == 100
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = small_model(5)
+    path = tmp_path / "tts.pt"
+    torch.save(m.state_dict(), path)
+    m2 = build_model(0, str(path), config=SMALL)
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not match"):
+        build_model(0, str(tmp_path / "bad.pt"), config=SMALL)
