@@ -252,3 +252,44 @@ def test_checkpoint_round_trip(tmp_path):
     torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match"):
         build_model(0, str(tmp_path / "bad.pt"), config=SMALL)
+
+
+# -- static cache / compile paths (the GPU configuration, exercised on CPU) ------------------------------------
+
+
+def test_static_shapes_equal_dynamic_shapes():
+    """Attending over the whole preallocated cache under a mask must not change the output."""
+    torch.set_grad_enabled(False)
+    model = small_model(4)
+    policy = LengthPolicy(max_frames=30)
+    reqs = [Request(t, i) for i, t in enumerate(TEXTS)]
+    dyn = run_continuous(TTSEngine(model, EngineConfig(num_slots=2), policy), reqs).completed
+    sta = run_continuous(TTSEngine(model, EngineConfig(num_slots=2, static_shapes=True), policy), reqs).completed
+    by_id = {c.request_id: c for c in dyn}
+    for c in sta:
+        assert c.frames == by_id[c.request_id].frames
+        assert (c.mel - by_id[c.request_id].mel).abs().max().item() <= 1e-4
+
+
+def test_compile_failure_falls_back_to_eager_and_says_so(monkeypatch):
+    torch.set_grad_enabled(False)
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = small_model(0)
+    policy = LengthPolicy(max_frames=10)
+    eng = TTSEngine(model, EngineConfig(static_shapes=True, compile=True), policy)
+    assert any("falling back" in n or "running eager" in n for n in eng.notes)
+    ref = reference_mel(model, policy, "fallback")
+    assert (eng.synthesize("fallback").mel - ref).abs().max().item() <= 1e-4
+
+
+def test_compiled_step_failing_at_first_run_falls_back(monkeypatch):
+    torch.set_grad_enabled(False)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))))
+    eng = TTSEngine(small_model(0), EngineConfig(static_shapes=True, compile=True), LengthPolicy(max_frames=5))
+    eng.warmup_compiled()
+    assert any("first run" in n for n in eng.notes)
+    assert eng.synthesize("still works").frames == 5

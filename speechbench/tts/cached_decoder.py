@@ -123,7 +123,7 @@ class CachedDecoder(nn.Module):
 
 def _module_weight_bytes(mod: nn.Module) -> int:
     """Own (non-recursive) weight bytes of a module, float or dynamically quantized int8."""
-    if hasattr(mod, "_packed_params"):  # torch.ao dynamic quantized Linear: int8 weight, fp32 bias
+    if isinstance(mod, torch.ao.nn.quantized.dynamic.Linear):  # int8 weight (packed), fp32 bias
         w, b = mod.weight(), mod.bias()
         n = w.numel() * w.element_size()
         if b is not None:

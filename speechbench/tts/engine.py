@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -109,7 +110,11 @@ class TTSEngine:
                 raise ValueError("int8 dynamic quantization runs on CPU (fbgemm/x86); on GPU use fp16/bf16")
             # Dynamic int8: weights stored int8 (4x fewer bytes per step, which is what a memory-bound
             # decode step pays for), activations quantized per call; no calibration data needed.
-            decoder = torch.ao.quantization.quantize_dynamic(decoder, {torch.nn.Linear}, dtype=torch.qint8)
+            # torch.ao.quantization is deprecated in favour of torchao but still ships (and works) in
+            # torch 2.11; torchao's int8 dynamic path is the migration when the pin moves.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                decoder = torch.ao.quantization.quantize_dynamic(decoder, {torch.nn.Linear}, dtype=torch.qint8)
         self.decoder = decoder
         self.cache_dtype = self._autocast_dtype or torch.float32
         self._alloc(config.num_slots, self.length_policy.max_frames, 64)

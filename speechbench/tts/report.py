@@ -216,7 +216,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     if sch:
         add("## Static vs continuous batching")
         add("")
-        add(f"{sch['requests']} requests drawn (seeded) from the sample texts, output lengths "
+        add(f"{sch['requests']} requests ({sch.get('workload', 'sample texts')}), output lengths "
             f"{min(sch['request_frames'])}-{max(sch['request_frames'])} frames, {sch['slots']} slots. Poisson "
             f"arrivals at {_f(sch['poisson']['rate_per_s'], 2)} requests/s "
             f"({sch['poisson']['load_fraction']:.0%} of the measured continuous capacity).")
