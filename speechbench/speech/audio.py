@@ -7,10 +7,7 @@ torch out of the corpus-builder worker processes (importing torch costs each wor
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from speechbench.common.results import atomic_path
 from speechbench.speech import SAMPLE_RATE
 
 
@@ -91,18 +89,9 @@ def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE, subty
     16-bit PCM is what real corpora ship and every tool reads; values outside [-1, 1] are clipped by the
     conversion, so callers scale first (see ``peak_limit``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".wav.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".wav.tmp") as tmp:
         sf.write(tmp, np.asarray(audio, dtype=np.float32), sr, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def peak_limit(audio: np.ndarray, max_peak: float = 0.99) -> np.ndarray:
