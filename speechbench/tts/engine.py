@@ -212,12 +212,17 @@ class TTSEngine:
         pos = self.pos[:n]
         # A mask costs a `where` per attention call; skip it when every key is visible anyway (one
         # sequence, or all at the same position / same text length), which is the common B=1 case.
+        # Masks are built once per step as additive float masks (0 / -inf) and shared by all layers:
+        # a boolean mask would be converted inside every attention call.
         self_mask = cross_mask = None
+        dtype = self.cache_dtype
         if self_masked:
             key_pos = torch.arange(t_used, device=self.device)
-            self_mask = (key_pos[None, :] <= pos[:, None])[:, None, None, :]
+            visible = (key_pos[None, :] <= pos[:, None])[:, None, None, :]
+            self_mask = torch.zeros(visible.shape, dtype=dtype, device=self.device).masked_fill_(~visible, float("-inf"))
         if cross_masked:
-            cross_mask = self.cross_valid[:n, None, None, :s_used]
+            valid = self.cross_valid[:n, None, None, :s_used]
+            cross_mask = torch.zeros(valid.shape, dtype=dtype, device=self.device).masked_fill_(~valid, float("-inf"))
         d = self.decoder
         x = d.mel_embedding(self.prev_frame[:n]).unsqueeze(1)
         for li, layer in enumerate(d.layers):

@@ -23,7 +23,8 @@ def _e(x: Any) -> str:
     return "n/a" if x is None else f"{x:.2e}"
 
 
-def make_plots(res: dict[str, Any], out_dir: Path) -> dict[str, str]:
+def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "tts") -> dict[str, str]:
+    """Write the report's PNGs into ``out_dir``, named ``<prefix>_*.png`` so reports never share files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,9 +53,9 @@ def make_plots(res: dict[str, Any], out_dir: Path) -> dict[str, str]:
         ax.set_title("Latency by input length")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / "tts_latency_by_length.png", dpi=120)
+        fig.savefig(out_dir / f"{prefix}_latency_by_length.png", dpi=120)
         plt.close(fig)
-        made["latency"] = "tts_latency_by_length.png"
+        made["latency"] = f"{prefix}_latency_by_length.png"
     # 2. throughput by batch size and scheduler
     sweep = res.get("batch_sweep") or []
     sch = res.get("schedulers") or {}
@@ -80,9 +81,9 @@ def make_plots(res: dict[str, Any], out_dir: Path) -> dict[str, str]:
             a2.set_title(f"Static vs continuous batching ({sch['requests']} mixed requests, {sch['slots']} slots)")
             a2.tick_params(axis="x", labelsize=8)
         fig.tight_layout()
-        fig.savefig(out_dir / "tts_throughput.png", dpi=120)
+        fig.savefig(out_dir / f"{prefix}_throughput.png", dpi=120)
         plt.close(fig)
-        made["throughput"] = "tts_throughput.png"
+        made["throughput"] = f"{prefix}_throughput.png"
     # 3. speedup waterfall
     wf = res.get("waterfall") or []
     if wf:
@@ -97,9 +98,9 @@ def make_plots(res: dict[str, Any], out_dir: Path) -> dict[str, str]:
         ax.set_ylabel("throughput vs seed baseline (x)")
         ax.set_title("Speedup as techniques are added (sample texts, same run)")
         fig.tight_layout()
-        fig.savefig(out_dir / "tts_waterfall.png", dpi=120)
+        fig.savefig(out_dir / f"{prefix}_waterfall.png", dpi=120)
         plt.close(fig)
-        made["waterfall"] = "tts_waterfall.png"
+        made["waterfall"] = f"{prefix}_waterfall.png"
     return made
 
 
@@ -108,7 +109,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     env = res.get("env", {})
     cfg = res.get("config", {})
     report_path = Path(report_path)
-    figs = make_plots(res, report_path.parent / "figures") if plots else {}
+    figs = make_plots(res, report_path.parent / "figures", prefix=report_path.stem) if plots else {}
     rel = os.path.relpath(report_path.parent / "figures", report_path.parent)
     L: list[str] = []
     add = L.append
@@ -280,7 +281,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     if prof:
         add("## Where the time goes (torch.profiler, top ops by self time)")
         add("")
-        add(f"Same {prof.get('text_chars')}-character text through each engine.")
+        add(f"Same {prof.get('text_chars')}-character text through each engine, {prof.get('frames', 'all')} frames.")
         add("")
         for name in ("baseline", "optimized"):
             p = prof.get(name)
