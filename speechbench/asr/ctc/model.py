@@ -1,0 +1,248 @@
+"""Character CTC models: the seed's conv + LSTM recipe, offline (bidirectional) and streaming (causal).
+
+Shape of every model (``ModelConfig``): global feature normalization (mean/std buffers, saved with the
+weights) -> two Conv2d 3x3, stride 2 in time and frequency, ReLU (x4 time subsampling: 10 ms frames in,
+40 ms out) -> a linear projection of the flattened conv map -> LSTM -> linear head over 29 symbols.
+
+The projection is our addition to the seed's SimpleASRModel: without it the first LSTM layer takes
+channels x 20 frequency bins (2,560 inputs for the seed's 128 channels) and holds most of the weights.
+
+Streaming (``causal=True``): the convs pad only on the left in time, so output frame j depends on input
+frames up to 4j+3 and nothing later (no look-ahead), and the LSTM is unidirectional. ``forward_chunk``
+carries each conv's unconsumed input frames and the LSTM (h, c) in a ``StreamState`` and gives, over
+any split of an utterance into chunks, the same outputs as ``forward`` on the whole utterance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from speechbench.asr.ctc.tokenizer import CHARS
+
+KERNEL = 3
+STRIDE = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "small"
+    n_mels: int = 80
+    vocab_size: int = len(CHARS) + 1
+    conv_channels: tuple[int, int] = (32, 32)
+    proj: int = 192  # LSTM input size
+    hidden: int = 192  # per direction
+    layers: int = 2
+    bidirectional: bool = True
+    causal: bool = False  # left-only time padding in the convs; needs bidirectional=False to stream
+    dropout: float = 0.15
+    layer_norm: bool = False  # LayerNorm on the LSTM input (per frame, so it streams); off: no gain measured
+
+    def validate(self) -> None:
+        if self.causal and self.bidirectional:
+            raise ValueError("a causal (streaming) model cannot have a bidirectional LSTM")
+        if len(self.conv_channels) != 2:
+            raise ValueError("two conv layers (x4 subsampling) are expected")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if "conv_channels" in d:
+            d["conv_channels"] = tuple(d["conv_channels"])
+        return cls(**d)
+
+
+# Rescaled from the seed (hidden 128/256/512, 2/4/8 layers, 64/128 conv channels) to fit a 2-core CPU
+# training budget of 10-25 minutes each; see models/README.md for the measurements behind the choice.
+SIZES: dict[str, ModelConfig] = {
+    "small": ModelConfig(name="small", conv_channels=(32, 32), proj=192, hidden=192, layers=2),
+    "medium": ModelConfig(name="medium", conv_channels=(32, 32), proj=256, hidden=256, layers=3),
+    "large": ModelConfig(name="large", conv_channels=(32, 64), proj=320, hidden=320, layers=3),
+    "streaming": ModelConfig(name="streaming", conv_channels=(32, 32), proj=320, hidden=320, layers=3,
+                             bidirectional=False, causal=True),
+}
+
+
+def conv_out_len(n: torch.Tensor | int) -> torch.Tensor | int:
+    """Frames out of one stride-2, kernel-3 conv with 2 frames of padding (either side or left only)."""
+    return (n - 1) // STRIDE + 1 if not isinstance(n, int) else max(0, (n - 1) // STRIDE + 1)
+
+
+@dataclass
+class StreamState:
+    """Per-stream carry-over between chunks, batched on dim 0 (caches) / dim 1 (LSTM states).
+
+    cache1: (B, 1, k, n_mels) normalized input frames conv1 has not consumed (starts as 2 zero frames,
+    the left padding); cache2: (B, C1, k, n_mels/2) the same for conv2; h, c: (layers, B, hidden).
+    When every chunk is a multiple of 4 frames, k stays 2, so states of different streams have equal
+    shapes and stack into one batch.
+    """
+
+    cache1: torch.Tensor
+    cache2: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.h.shape[1]
+
+    def select(self, index: torch.Tensor | list[int]) -> StreamState:
+        """Gather the states of some streams (a new, smaller batch)."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.h.device)
+        return StreamState(self.cache1.index_select(0, idx), self.cache2.index_select(0, idx),
+                           self.h.index_select(1, idx), self.c.index_select(1, idx))
+
+    def scatter_(self, index: torch.Tensor | list[int], other: StreamState) -> None:
+        """Write ``other`` (a batch of len(index) streams) back into slots ``index`` of this one, in place."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.h.device)
+        if other.cache1.shape[2] != self.cache1.shape[2] or other.cache2.shape[2] != self.cache2.shape[2]:
+            raise ValueError("conv cache lengths differ: feed chunks of a multiple of 4 frames to every "
+                             "stream")
+        self.cache1.index_copy_(0, idx, other.cache1)
+        self.cache2.index_copy_(0, idx, other.cache2)
+        self.h.index_copy_(1, idx, other.h)
+        self.c.index_copy_(1, idx, other.c)
+
+    @staticmethod
+    def stack(states: list[StreamState]) -> StreamState:
+        lengths = {(s.cache1.shape[2], s.cache2.shape[2]) for s in states}
+        if len(lengths) > 1:
+            raise ValueError(f"conv cache lengths differ across streams {sorted(lengths)}: feed chunks of a "
+                             "multiple of 4 frames to every stream")
+        return StreamState(torch.cat([s.cache1 for s in states]), torch.cat([s.cache2 for s in states]),
+                           torch.cat([s.h for s in states], 1), torch.cat([s.c for s in states], 1))
+
+    def unbind(self) -> list[StreamState]:
+        return [self.select([i]) for i in range(self.batch_size)]
+
+
+class CTCModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        c1, c2 = cfg.conv_channels
+        time_pad = 0 if cfg.causal else 1  # causal: the left padding is added by hand (or by the cache)
+        self.conv1 = nn.Conv2d(1, c1, KERNEL, stride=STRIDE, padding=(time_pad, 1))
+        self.conv2 = nn.Conv2d(c1, c2, KERNEL, stride=STRIDE, padding=(time_pad, 1))
+        freq = conv_out_len(conv_out_len(cfg.n_mels))
+        self.proj = nn.Linear(c2 * freq, cfg.proj)
+        self.norm = nn.LayerNorm(cfg.proj) if cfg.layer_norm else nn.Identity()
+        self.lstm = nn.LSTM(cfg.proj, cfg.hidden, cfg.layers, batch_first=True,
+                            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden * (2 if cfg.bidirectional else 1), cfg.vocab_size)
+        # Global feature statistics (set from training data); identity until then.
+        self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("feat_std", torch.ones(cfg.n_mels))
+
+    subsampling = STRIDE * STRIDE
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std.clamp_min(1e-3))
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        l1 = (lengths - 1) // STRIDE + 1
+        return (l1 - 1) // STRIDE + 1
+
+    def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.feat_mean) / self.feat_std
+
+    @staticmethod
+    def _mask_time(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Zero frames past each utterance's end, so a batch gives the same result as one at a time."""
+        t = torch.arange(x.shape[2], device=x.device)
+        return x * (t[None, :] < lengths[:, None]).to(x.dtype)[:, None, :, None]
+
+    def _conv_out(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T', F') -> (B, T', C*F') -> projection."""
+        b, c, t, f = x.shape
+        return self.norm(self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f)))
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, n_mels) log-mel + frame lengths -> (B, T/4, vocab) log-probs + output lengths."""
+        lengths = lengths.to(feats.device)
+        x = self._mask_time(self._normalize(feats).unsqueeze(1), lengths)
+        l1 = (lengths - 1) // STRIDE + 1
+        if self.cfg.causal:
+            x = F.pad(x, (0, 0, KERNEL - 1, 0))
+        x = self._mask_time(F.relu(self.conv1(x)), l1)
+        l2 = (l1 - 1) // STRIDE + 1
+        if self.cfg.causal:
+            x = F.pad(x, (0, 0, KERNEL - 1, 0))
+        x = self._mask_time(F.relu(self.conv2(x)), l2)
+        x = self.dropout(self._conv_out(x))
+        if self.cfg.bidirectional:
+            # Packing keeps the backward direction from starting in the padding.
+            packed = pack_padded_sequence(x, l2.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+            y, _ = self.lstm(packed)
+            y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        else:
+            y, _ = self.lstm(x)  # causal: padding at the end cannot reach earlier frames
+        y = self.head(self.dropout(y))
+        return y.log_softmax(-1), l2
+
+    # --- streaming ------------------------------------------------------------------------------------
+
+    def init_state(self, batch: int = 1, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> StreamState:
+        if not self.cfg.causal:
+            raise RuntimeError(f"model {self.cfg.name!r} is bidirectional (offline); it cannot stream")
+        c1, _ = self.cfg.conv_channels
+        device = device if device is not None else self.feat_mean.device
+        f1 = conv_out_len(self.cfg.n_mels)
+        return StreamState(
+            torch.zeros(batch, 1, KERNEL - 1, self.cfg.n_mels, device=device, dtype=dtype),
+            torch.zeros(batch, c1, KERNEL - 1, f1, device=device, dtype=dtype),
+            torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device, dtype=dtype),
+            torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device, dtype=dtype),
+        )
+
+    @staticmethod
+    def _conv_step(conv: nn.Conv2d, cache: torch.Tensor, x: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run a causal strided conv over cache + new frames; return (outputs, new cache)."""
+        x = torch.cat([cache, x], dim=2)
+        n = (x.shape[2] - KERNEL) // STRIDE + 1 if x.shape[2] >= KERNEL else 0
+        if n == 0:
+            return x.new_zeros(x.shape[0], conv.out_channels, 0, conv_out_len(x.shape[3])), x
+        y = F.relu(conv(x[:, :, : STRIDE * (n - 1) + KERNEL]))
+        return y, x[:, :, STRIDE * n:]
+
+    def forward_chunk(self, feats: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
+        """(B, t, n_mels) new log-mel frames of B streams + their states -> (B, t', vocab) log-probs, states.
+
+        Any t works for one stream; for B > 1 every stream must bring the same t. With t a multiple of 4
+        every chunk yields exactly t/4 outputs and the state shapes never change.
+        """
+        if feats.shape[0] != state.batch_size:
+            raise ValueError(f"{feats.shape[0]} chunks for {state.batch_size} states")
+        x = self._normalize(feats).unsqueeze(1)
+        y1, cache1 = self._conv_step(self.conv1, state.cache1, x)
+        y2, cache2 = self._conv_step(self.conv2, state.cache2, y1)
+        if y2.shape[2] == 0:
+            out = feats.new_zeros(feats.shape[0], 0, self.cfg.vocab_size)
+            return out, StreamState(cache1, cache2, state.h, state.c)
+        z, (h, c) = self.lstm(self._conv_out(y2), (state.h, state.c))
+        return self.head(z).log_softmax(-1), StreamState(cache1, cache2, h, c)
+
+
+def build_model(size: str | ModelConfig) -> CTCModel:
+    cfg = size if isinstance(size, ModelConfig) else SIZES[size]
+    return CTCModel(cfg)

@@ -1,0 +1,463 @@
+"""Training loop, checkpoints and model cards for the CTC models.
+
+One run: global feature statistics from training audio -> AdamW with linear warm-up and cosine decay ->
+CTC loss (zero_infinity) with gradient clipping -> greedy CER/WER on held-out sentences every
+``val_every`` steps -> the best checkpoint (by validation CER) saved in fp16 -> a model card rendered
+from the run's JSONL log.
+
+Budget: ``steps`` fixes the schedule; ``minutes`` times the first ``calib_steps`` steps and one
+validation, then fixes the schedule to the number of steps that fit (logged, so ``--steps N`` repeats the
+run exactly: a wall-clock budget is the one thing that is not deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from speechbench.asr.ctc.data import (
+    AugmentConfig,
+    BucketBatchSampler,
+    SpeechDataset,
+    collate,
+    corpus_hours,
+    eval_batches,
+    spec_augment,
+)
+from speechbench.asr.ctc.decode import greedy_decode
+from speechbench.asr.ctc.features import FeatureConfig, LogMel
+from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig
+from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
+from speechbench.common.results import write_text_atomic
+from speechbench.speech.manifest import Utterance
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "speechbench.ctc/1"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "small"  # a key of SIZES
+    name: str | None = None  # checkpoint name; default ctc-<model>
+    steps: int | None = None  # fixed number of optimizer steps ...
+    minutes: float | None = None  # ... or a wall-clock budget (the schedule is fitted to it)
+    batch_size: int = 16
+    lr: float = 2e-3  # peak
+    weight_decay: float = 1e-2
+    warmup_frac: float = 0.06
+    final_lr_frac: float = 0.02  # cosine decays to lr * this
+    grad_clip: float = 5.0
+    seed: int = 0
+    threads: int = 2
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    val_every: int = 250
+    log_every: int = 10
+    eval_batch_size: int = 32
+    calib_steps: int = 20
+    stats_utterances: int = 200  # utterances used for the global feature mean/std
+    init_from: Path | None = None  # start from these weights (fine-tuning, or a second budget for a run)
+    out: Path = Path("models/ctc-small.pt")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.model not in SIZES:
+            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(SIZES)}")
+        if not self.steps and not self.minutes:
+            raise ValueError("give steps or minutes")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"ctc-{self.model}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["init_from"] = str(self.init_from) if self.init_from else None
+        return d
+
+
+def companion(out: Path, suffix: str) -> Path:
+    """models/ctc-small.pt -> models/ctc-small<suffix> (model card .md, log .train.jsonl)."""
+    return out.with_name(out.name.removesuffix(".pt") + suffix)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model: CTCModel, feat_cfg: FeatureConfig, meta: dict[str, Any],
+                    lm_texts: list[str] | None = None) -> Path:
+    """fp16 weights (half the bytes; these models lose nothing measurable), fp32 feature statistics."""
+    def stored(k: str, v: torch.Tensor) -> torch.Tensor:
+        halve = v.is_floating_point() and not k.startswith("feat_")
+        return v.detach().half() if halve else v.detach().clone()
+
+    state = {k: stored(k, v) for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": model.cfg.to_json(),
+        "feature_config": feat_cfg.to_json(),
+        "chars": CHARS,
+        "state_dict": state,
+        "stored_dtype": "float16",
+        "params": model.num_params,
+        "meta": json.loads(json.dumps(meta, default=str)),  # plain types only: loads with weights_only=True
+        "lm_texts": lm_texts or [],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[CTCModel, FeatureConfig, dict[str, Any]]:
+    """-> (fp32 model in eval mode, feature config, the whole payload minus weights)."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (format {payload.get('format')!r})")
+    if payload.get("chars") != CHARS:
+        raise ValueError(f"{path}: vocabulary differs from this code's ({payload.get('chars')!r})")
+    model = CTCModel(ModelConfig.from_json(payload["model_config"]))
+    state = payload.pop("state_dict")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    feat_cfg = FeatureConfig(**payload["feature_config"])
+    return model.to(device).eval(), feat_cfg, payload
+
+
+# --- evaluation --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: CTCModel, extractor: LogMel, dataset: SpeechDataset, batch_size: int = 32,
+             tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """Greedy CER/WER (corpus level, jiwer) over a dataset without augmentation."""
+    tokenizer = tokenizer or Tokenizer()
+    was_training = model.training
+    model.eval()
+    refs, hyps = [], []
+    t0 = time.perf_counter()
+    for idx in eval_batches(dataset.durations, batch_size):
+        batch = collate([dataset[i] for i in idx])
+        feats, flen = extractor(batch.audio, batch.audio_lengths)
+        lp, olen = model(feats, flen)
+        hyps += [tokenizer.decode(ids) for ids in greedy_decode(lp, olen)]
+        refs += [dataset.texts[i] for i in idx]
+    model.train(was_training)
+    if not refs:
+        return {"cer": None, "wer": None, "n": 0, "seconds": 0.0, "examples": []}
+    return {
+        "cer": float(jiwer.cer(refs, hyps)), "wer": float(jiwer.wer(refs, hyps)), "n": len(refs),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]],
+    }
+
+
+def feature_stats(dataset: SpeechDataset, extractor: LogMel, n: int, seed: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std of log-mel over ``n`` random training utterances (clean, as stored)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(dataset), size=min(n, len(dataset)), replace=False)
+    total, total_sq, count = torch.zeros(extractor.cfg.n_mels, dtype=torch.float64), None, 0
+    total_sq = torch.zeros_like(total)
+    with torch.no_grad():
+        for i in idx:
+            feats, _ = extractor(torch.from_numpy(dataset[int(i)].audio)[None])
+            f = feats[0].double()
+            total += f.sum(0)
+            total_sq += (f**2).sum(0)
+            count += f.shape[0]
+    mean = total / max(count, 1)
+    std = (total_sq / max(count, 1) - mean**2).clamp_min(1e-6).sqrt()
+    return mean.float(), std.float()
+
+
+# --- schedule ----------------------------------------------------------------------------------------------
+
+
+class WarmupCosine:
+    """lr multiplier: linear warm-up, then cosine to ``final``; ``total`` may be set after calibration."""
+
+    def __init__(self, total: int, warmup_frac: float, final: float) -> None:
+        self.total, self.warmup_frac, self.final = total, warmup_frac, final
+
+    def __call__(self, step: int) -> float:
+        warm = max(1, int(self.total * self.warmup_frac))
+        if step < warm:
+            return (step + 1) / warm
+        p = min(1.0, (step - warm) / max(1, self.total - warm))
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+
+def hardware() -> dict[str, Any]:
+    try:
+        from profiling_utils import _cpu_model
+
+        cpu = _cpu_model()
+    except Exception:  # profiling_utils sits at the repository root; not importable from everywhere
+        cpu = platform.processor() or platform.machine()
+    import os
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    card: Path
+    log: Path
+    steps: int
+    seconds: float
+    best: dict[str, Any]
+
+
+class JsonlLog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.f = open(path, "w", encoding="utf-8")  # open for the run (a line per event), closed in close()
+        self.rows: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.f.write(json.dumps(row, allow_nan=False, default=str) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, list[Utterance]],
+          corpus: dict[str, Any] | None = None) -> TrainResult:
+    """Train one model. ``val_sets``: name -> utterances; the first set picks the best checkpoint."""
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    tokenizer = Tokenizer()
+    train_ds = SpeechDataset(train_utts, tokenizer, cfg.augment)
+    val_ds = {name: SpeechDataset(u, tokenizer) for name, u in val_sets.items() if u}
+    primary = next(iter(val_sets), None)  # the first set picks the checkpoint; the others are only reported
+    if primary not in val_ds:
+        primary = None
+    extractor = LogMel(cfg.features)
+    model = CTCModel(SIZES[cfg.model])
+    if cfg.init_from:
+        init, _, _ = load_checkpoint(cfg.init_from)
+        if init.cfg != model.cfg:
+            raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, not {cfg.model!r}")
+        model.load_state_dict(init.state_dict())  # feature statistics included: the inputs keep their scale
+    else:
+        model.set_feature_stats(*feature_stats(train_ds, extractor, cfg.stats_utterances, cfg.seed))
+    model.train()
+
+    out = Path(cfg.out)
+    logf = JsonlLog(companion(out, ".train.jsonl"))
+    hours = corpus_hours(train_ds.utts)
+    logf.write({"event": "start", "name": cfg.run_name, "config": cfg.to_json(), "model": model.cfg.to_json(),
+                "params": model.num_params, "corpus": corpus or {}, "train_utterances": len(train_ds),
+                "train_hours": hours, "val_utterances": {k: len(v) for k, v in val_ds.items()},
+                "hardware": hardware(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    budget_s = cfg.minutes * 60 if cfg.minutes else None
+    # Before calibration a --minutes run guesses 1 s a step; only warm-up runs on the guess.
+    schedule = WarmupCosine(cfg.steps or max(cfg.calib_steps * 4, int(budget_s or 0)), cfg.warmup_frac,
+                            cfg.final_lr_frac)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sampler = BucketBatchSampler(train_ds.durations, cfg.batch_size, cfg.seed)
+    loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    lm_texts = sorted(set(train_ds.texts))
+
+    best: dict[str, Any] = {"cer": math.inf}
+    step, losses, skipped = 0, [], 0
+    step_times: list[float] = []
+    val_seconds = 0.0
+    bar = tqdm(total=cfg.steps, disable=not cfg.progress, dynamic_ncols=True, desc=cfg.run_name)
+
+    def validate() -> dict[str, Any]:
+        nonlocal best, val_seconds
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"event": "val", "step": step}
+        for name, ds in val_ds.items():
+            r = evaluate(model, extractor, ds, cfg.eval_batch_size, tokenizer)
+            row[name] = r
+        val_seconds = time.perf_counter() - t0
+        row["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+        if primary is not None:
+            row["val_cer"], row["val_wer"] = row[primary]["cer"], row[primary]["wer"]
+            if row["val_cer"] is not None and row["val_cer"] <= best["cer"]:
+                best = {"step": step, "cer": row["val_cer"], "wer": row["val_wer"],
+                        **{f"{k}_{m}": row[k][m] for k in val_ds for m in ("cer", "wer")}}
+                save_checkpoint(out, model, cfg.features, _meta(), lm_texts)
+                row["saved"] = True
+        logf.write(row)
+        if primary is not None:
+            bar.set_postfix_str(f"val CER {row['val_cer']:.3f} WER {row['val_wer']:.3f}")
+        return row
+
+    def _meta() -> dict[str, Any]:
+        return {"name": cfg.run_name, "step": step, "train": cfg.to_json(), "corpus": corpus or {},
+                "train_hours": hours, "hardware": hardware(),
+                "elapsed_s": round(time.perf_counter() - t_start, 1)}
+
+    it = iter(loader)
+    target = cfg.steps
+    try:
+        while target is None or step < target:
+            t0 = time.perf_counter()
+            batch = next(it)
+            feats, flen = extractor(batch.audio, batch.audio_lengths)
+            spec_augment(feats, flen, cfg.augment, model.feat_mean, gen)
+            lp, olen = model(feats, flen)
+            loss = F.ctc_loss(lp.transpose(0, 1), batch.targets, olen, batch.target_lengths, blank=0,
+                              reduction="mean", zero_infinity=True)
+            opt.zero_grad(set_to_none=True)
+            if torch.isfinite(loss) and loss.item() > 0:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+            else:
+                skipped += 1  # every target in the batch longer than its frames: nothing to learn
+            sched.step()
+            step += 1
+            losses.append(loss.item())
+            step_times.append(time.perf_counter() - t0)
+            bar.update(1)
+            bar.set_description(f"{cfg.run_name} loss {np.mean(losses[-cfg.log_every:]):.3f}")
+            elapsed = time.perf_counter() - t_start
+            if step % cfg.log_every == 0:
+                recent = slice(-cfg.log_every, None)
+                logf.write({"event": "train", "step": step, "loss": round(float(np.mean(losses[recent])), 4),
+                            "lr": sched.get_last_lr()[0], "epoch": sampler.epoch,
+                            "elapsed_s": round(elapsed, 1),
+                            "step_s": round(float(np.mean(step_times[recent])), 3)})
+            if budget_s is not None and target is None and step == cfg.calib_steps:
+                if val_ds:
+                    validate()
+                per_step = float(np.mean(step_times[1:])) + (val_seconds / cfg.val_every)
+                # Keep time for one final validation.
+                remaining = budget_s - (time.perf_counter() - t_start) - val_seconds
+                target = max(step + 1, step + int(remaining / per_step))
+                schedule.total = target
+                bar.total = target
+                bar.refresh()
+                logf.write({"event": "calibrated", "step": step, "total_steps": target,
+                            "step_s": round(float(np.mean(step_times[1:])), 3),
+                            "val_s": round(val_seconds, 1)})
+            elif step % cfg.val_every == 0 and (target is None or step < target) and val_ds:
+                validate()
+            if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                log.warning("time budget reached at step %d of %s", step, target)
+                break
+    except KeyboardInterrupt:  # Ctrl-C: stop here, but still validate, save and write the card
+        log.warning("interrupted at step %d", step)
+    bar.close()
+    final = validate() if val_ds else {}
+    if primary is None:  # nothing to select on: keep the last weights
+        save_checkpoint(out, model, cfg.features, _meta(), lm_texts)
+        best = {"step": step}
+    seconds = time.perf_counter() - t_start
+    logf.write({"event": "end", "steps": step, "seconds": round(seconds, 1), "skipped_steps": skipped,
+                "epochs": round(step * cfg.batch_size / max(1, len(train_ds)), 2), "best": best,
+                "final": {k: final.get(k) for k in ("val_cer", "val_wer")},
+                "mean_step_s": round(float(np.mean(step_times)), 3) if step_times else None})
+    logf.close()
+    # Record the final summary inside the checkpoint too, so the backend can report it.
+    ckpt = torch.load(out, map_location="cpu", weights_only=True)
+    ckpt["meta"].update({"best": best, "total_steps": step, "wall_s": round(seconds, 1)})
+    torch.save(ckpt, out)
+    card = write_model_card(companion(out, ".md"), logf.rows)
+    return TrainResult(out, card, logf.path, step, seconds, best)
+
+
+# --- model card --------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Markdown rendered from the training log rows only (every number traces to the .train.jsonl)."""
+    start = next(r for r in rows if r["event"] == "start")
+    end = next((r for r in rows if r["event"] == "end"), {})
+    vals = [r for r in rows if r["event"] == "val"]
+    m, c, corpus = start["model"], start["config"], start.get("corpus", {})
+    best = end.get("best", {})
+    arch = (f"log-mel {c['features']['n_mels']} -> Conv2d 3x3/2 x2 ({m['conv_channels'][0]}, "
+            f"{m['conv_channels'][1]} ch, {'causal' if m['causal'] else 'symmetric'} in time) "
+            f"-> Linear {m['proj']} -> {'Bi' if m['bidirectional'] else 'uni'}LSTM "
+            f"{m['layers']} x {m['hidden']} -> Linear {m['vocab_size']} (CTC, blank = 0)")
+    aug = c["augment"]
+    init = f"; started from `{c['init_from']}`" if c.get("init_from") else ""
+    log_name = Path(start["config"]["out"]).name.removesuffix(".pt") + ".train.jsonl"
+    hours = start.get("train_hours", {})
+    lines = [
+        f"# {start['name']}",
+        "",
+        f"Character CTC recognizer ({'streaming, causal' if m['causal'] else 'offline, bidirectional'}), "
+        f"trained by `train_asr.py`. Log: `{log_name}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | {arch} |",
+        f"| parameters | {start['params']:,} |",
+        "| stored precision | float16 weights (run in float32 on CPU) |",
+        "| subsampling | x4 (40 ms per output frame)" + ("; no look-ahead" if m["causal"] else "") + " |",
+        f"| training data | {sum(hours.values()):.2f} h, {start['train_utterances']} utterances; "
+        + ", ".join(f"{k} {v:.2f} h" for k, v in hours.items()) + " |",
+        f"| corpus | {corpus.get('description', corpus.get('name', 'n/a'))} |",
+        f"| augmentation | speed {aug['speed_factors']}, noise p={aug['noise_prob']} at "
+        f"{aug['snr_db'][0]:g}-{aug['snr_db'][1]:g} dB SNR, gain +-{aug['gain_db'][1]:g} dB, "
+        f"SpecAugment {aug['freq_masks']} freq x {aug['freq_mask_width']} + {aug['time_masks']} time masks |",
+        f"| optimizer | AdamW lr {c['lr']:g} (warm-up {c['warmup_frac']:.0%}, "
+        f"cosine to {c['final_lr_frac']:g}x), "
+        f"wd {c['weight_decay']:g}, clip {c['grad_clip']:g}, batch {c['batch_size']}, seed {c['seed']} |",
+        f"| steps | {end.get('steps', 'n/a')} ({end.get('epochs', 'n/a')} epochs); best checkpoint at step "
+        f"{best.get('step', 'n/a')}{init} |",
+        f"| wall time | {end.get('seconds', 0) / 60:.1f} min ({end.get('mean_step_s', 'n/a')} s/step) |",
+        f"| hardware | {start['hardware'].get('cpu')}, {start['config']['threads']} torch threads |",
+    ]
+    for name, n in start.get("val_utterances", {}).items():
+        lines.append(f"| validation `{name}` (greedy, best) | CER {_pct(best.get(f'{name}_cer'))}, "
+                     f"WER {_pct(best.get(f'{name}_wer'))} on {n} utterances |")
+    lines += ["", "Validation sentences are never heard in training (split by normalized sentence text); "
+              "the first set listed picks the checkpoint.", ""]
+    if vals:
+        names = list(start.get("val_utterances", {}))
+        lines += ["## Validation during training", "",
+                  "| step | elapsed (min) | " + " | ".join(f"{n} CER | {n} WER" for n in names) + " |",
+                  "|---|---|" + "---|---|" * len(names)]
+        for r in vals:
+            cells = " | ".join(f"{_pct(r[n]['cer'])} | {_pct(r[n]['wer'])}" for n in names if n in r)
+            lines.append(f"| {r['step']} | {r['elapsed_s'] / 60:.1f} | {cells} |")
+        last = vals[-1]
+        ex = last.get(names[0], {}).get("examples", []) if names else []
+        if ex:
+            lines += ["", "Examples (last validation):", ""]
+            lines += [f"- ref: `{e['ref']}`  \n  hyp: `{e['hyp']}`" for e in ex]
+    lines.append("")
+    return write_text_atomic(path, "\n".join(lines))

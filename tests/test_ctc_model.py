@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig, StreamState, build_model
+
+# Small widths keep the test fast; the streaming logic does not depend on size.
+STREAM_CFG = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=2, bidirectional=False,
+                         causal=True)
+
+
+@pytest.fixture(scope="module")
+def streaming() -> CTCModel:
+    torch.manual_seed(0)
+    m = CTCModel(STREAM_CFG).eval()
+    m.set_feature_stats(torch.randn(80), torch.rand(80) + 0.5)
+    return m
+
+
+def test_sizes_build_and_output_lengths():
+    for name, cfg in SIZES.items():
+        m = build_model(name)
+        assert m.cfg == cfg and m.num_params > 0
+    m = build_model("small").eval()
+    lengths = torch.tensor([0, 1, 4, 5, 8, 301])
+    assert CTCModel.output_lengths(lengths).tolist() == [0, 1, 1, 2, 2, 76]
+    with torch.no_grad():
+        lp, olen = m(torch.randn(2, 301, 80), torch.tensor([301, 150]))
+    assert lp.shape == (2, 76, 29) and olen.tolist() == [76, 38]
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, 76), atol=1e-5)
+
+
+def test_offline_batch_equals_one_at_a_time():
+    torch.manual_seed(0)
+    m = CTCModel(ModelConfig(conv_channels=(8, 8), proj=32, hidden=32, layers=2)).eval()
+    feats = torch.randn(3, 120, 80)
+    lengths = torch.tensor([120, 77, 31])
+    with torch.no_grad():
+        lp, olen = m(feats, lengths)
+        for i in range(3):
+            single, sl = m(feats[i: i + 1, : lengths[i]], lengths[i: i + 1])
+            torch.testing.assert_close(lp[i, : int(olen[i])], single[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 7, 16, 32])
+def test_chunked_causal_forward_equals_whole_utterance(streaming, chunk):
+    torch.manual_seed(1)
+    feats = torch.randn(1, 203, 80)
+    with torch.no_grad():
+        whole, olen = streaming(feats, torch.tensor([203]))
+        state, outs = streaming.init_state(1), []
+        for s in range(0, 203, chunk):
+            out, state = streaming.forward_chunk(feats[:, s: s + chunk], state)
+            outs.append(out)
+    chunked = torch.cat(outs, dim=1)
+    assert chunked.shape == whole.shape == (1, int(olen[0]), 29)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_streaming_step_equals_per_stream_steps(streaming):
+    torch.manual_seed(2)
+    n, chunk, steps = 4, 8, 3
+    feats = torch.randn(n, chunk * steps, 80)
+    with torch.no_grad():
+        singles = []
+        for i in range(n):
+            st, outs = streaming.init_state(1), []
+            for k in range(steps):
+                o, st = streaming.forward_chunk(feats[i: i + 1, k * chunk: (k + 1) * chunk], st)
+                outs.append(o)
+            singles.append(torch.cat(outs, 1))
+        # A pool of per-stream slots; each step gathers some streams, runs them together, scatters back.
+        pool = StreamState.stack([streaming.init_state(1) for _ in range(n)])
+        outs = [[] for _ in range(n)]
+        for k in range(steps):
+            for group in ([0, 2], [1, 3]) if k % 2 == 0 else ([3, 2, 1, 0],):
+                st = pool.select(group)
+                o, st = streaming.forward_chunk(feats[group, k * chunk: (k + 1) * chunk], st)
+                pool.scatter_(group, st)
+                for j, i in enumerate(group):
+                    outs[i].append(o[j: j + 1])
+    for i in range(n):
+        torch.testing.assert_close(torch.cat(outs[i], 1), singles[i], atol=1e-5, rtol=1e-5)
+
+
+def test_state_stack_unbind_round_trip(streaming):
+    states = [streaming.init_state(1) for _ in range(3)]
+    for i, s in enumerate(states):
+        s.h += i
+    stacked = StreamState.stack(states)
+    assert stacked.batch_size == 3
+    for i, s in enumerate(stacked.unbind()):
+        assert torch.equal(s.h, states[i].h)
+    with torch.no_grad():
+        _, odd = streaming.forward_chunk(torch.randn(1, 3, 80), streaming.init_state(1))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        StreamState.stack([odd, streaming.init_state(1)])
+
+
+def test_offline_model_refuses_to_stream():
+    with pytest.raises(RuntimeError, match="cannot stream"):
+        build_model("small").init_state(1)
+    with pytest.raises(ValueError):
+        ModelConfig(causal=True, bidirectional=True).validate()
