@@ -48,16 +48,22 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> n
     return out.astype(np.float32)
 
 
-def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read a file as mono float32 at ``target_sr``: stereo is downmixed, other rates resampled.
-
-    Raises AudioLoadError (never a bare soundfile error) so callers can record the reason and go on.
-    """
+def _existing_file(path: str | Path) -> Path:
+    """The path, if it names a non-empty file; otherwise the AudioLoadError a manifest line records."""
     path = Path(path)
     if not path.exists():
         raise AudioLoadError(f"audio file not found: {path}")
     if path.stat().st_size == 0:
         raise AudioLoadError(f"audio file is empty (0 bytes): {path}")
+    return path
+
+
+def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a file as mono float32 at ``target_sr``: stereo is downmixed, other rates resampled.
+
+    Raises AudioLoadError (never a bare soundfile error) so callers can record the reason and go on.
+    """
+    path = _existing_file(path)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
@@ -69,11 +75,7 @@ def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def audio_info(path: str | Path) -> tuple[int, int, int]:
     """(sample rate, frames, channels) from the header only: cheap enough to check every manifest line."""
-    path = Path(path)
-    if not path.exists():
-        raise AudioLoadError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise AudioLoadError(f"audio file is empty (0 bytes): {path}")
+    path = _existing_file(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
