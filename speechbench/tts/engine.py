@@ -312,7 +312,6 @@ class TTSEngine:
             raise RuntimeError("engine is busy: synthesize_batch needs an idle engine")
         t0 = time.perf_counter()
         self.prefill([Request(t, i) for i, t in enumerate(texts)])
-        done: list[Completed] = []
         # Static batching: finished sequences keep their slot (and cost) until the whole batch is done.
         while not all(s.done for s in self.slots):
             self._step_static_batch()
