@@ -6,6 +6,7 @@ r"""Train the project's character CTC recognizers (offline small / medium / larg
         --val-manifest "$(uv run build_corpus.py --preset default --no-progress | tail -1)"
     uv run train_asr.py --model medium --steps 1200 --seed 0   # a fixed schedule: exactly repeatable
     uv run train_asr.py --model small --quick              # CI smoke run, < 60 s
+    uv run train_asr.py --score models/ctc-*.pt --val-manifest "$EVAL"  # per-accent scores into the cards
 
 Writes <out> (fp16 checkpoint, default models/ctc-<model>.pt), <out stem>.md (model card) and
 <out stem>.train.jsonl (log: step, loss, lr, validation CER/WER, elapsed). The recognizers are then
@@ -108,6 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     o.add_argument("--quick", action="store_true",
                    help=f"CI smoke run: tiny espeak corpus, {QUICK['steps']} steps of batch "
                    f"{QUICK['batch_size']}, < 60 s on 2 cores; checks the pipeline, trains nothing useful")
+    o.add_argument("--score", nargs="+", type=Path, metavar="CKPT",
+                   help="no training: score these checkpoints on --val-manifest (every accent and the "
+                   "--val-conditions; greedy and beam search + character LM, the beam weights tuned on the "
+                   "training corpus's held-out split), write <ckpt stem>.eval.json and re-render the card")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
@@ -153,7 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not path.exists():  # fail now, not after minutes of corpus synthesis
             print(f"error: file not found: {path}", file=sys.stderr)
             return 2
+    if args.score and not args.val_manifest:
+        print("error: --score needs --val-manifest (the evaluation set)", file=sys.stderr)
+        return 2
+    for path in args.score or []:
+        if not path.exists():
+            print(f"error: file not found: {path}", file=sys.stderr)
+            return 2
     utts, corpus = training_corpus(args)
+    if args.score:
+        return score(args, utts)
     if args.build_only:
         print(corpus.get("manifest", args.manifest))
         return 0
@@ -192,6 +206,32 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     print(f"model card: {result.card}\nlog: {result.log}", file=sys.stderr)
     print(result.checkpoint)
+    return 0
+
+
+def score(args: argparse.Namespace, utts: list[Utterance]) -> int:
+    """Score checkpoints accent by accent; the beam weights are tuned on the same held-out split of the
+    training corpus that picked the checkpoints (never on the evaluation set)."""
+    import json
+
+    from speechbench.asr.ctc.scorecard import score_checkpoint
+    from speechbench.asr.ctc.train import companion, write_model_card
+    from speechbench.common.results import write_json_atomic
+
+    external = [u for u in read_manifest(args.val_manifest).utterances if u.condition in args.val_conditions]
+    _, held_out = split_by_sentence(utts, args.val_fraction, args.val_max, args.seed,
+                                    {normalize_target(u.text) for u in external})
+    for ckpt in args.score:
+        ev = score_checkpoint(ckpt, args.val_manifest, held_out[:120], tuple(args.val_conditions),
+                              threads=args.threads)
+        out = write_json_atomic(companion(ckpt, ".eval.json"), ev)
+        log_path = companion(ckpt, ".train.jsonl")
+        if log_path.exists():
+            rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+            write_model_card(companion(ckpt, ".md"), rows)
+        ind, held = ev["in_domain"], ev["held_out"]
+        print(f"{ckpt.name}: in-domain greedy CER {ind['greedy']['cer']:.3f} WER {ind['greedy']['wer']:.3f}, "
+              f"beam+LM WER {ind['beam_lm']['wer']:.3f}; held-out greedy WER {held['greedy']['wer']:.3f} -> {out}")
     return 0
 
 

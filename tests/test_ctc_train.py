@@ -98,3 +98,29 @@ def test_init_from_continues_from_a_checkpoint(quick_run, tmp_path):
     second, _, _ = load_checkpoint(out)
     assert torch.equal(first.feat_mean, second.feat_mean)  # statistics carried over, not re-measured
     assert train_asr.main(["--model", "small", "--init-from", str(tmp_path / "missing.pt"), "--steps", "1"]) == 2
+
+
+def test_score_writes_per_accent_scores_and_the_card_renders_them(quick_run, tmp_path):
+    """`train_asr.py --score`: every accent of the evaluation manifest scored greedy and beam + LM, the
+    beam weights tuned on training-corpus utterances, the card re-rendered with the table."""
+    corpus = quick_run.parent.parent / "corpora"
+    manifest = next(corpus.glob("ctc-tiny-*/manifest.jsonl"))
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()][:6]
+    for i, r in enumerate(rows):  # pose as an evaluation set with a held-out accent
+        r["audio_filepath"] = str(manifest.parent / r["audio_filepath"])
+        r["dialect"] = r["dialect"] if i % 2 else "en-029"
+    ev_manifest = tmp_path / "eval.jsonl"
+    ev_manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rc = train_asr.main(["--score", str(quick_run), "--val-manifest", str(ev_manifest), "--corpus", "tiny",
+                         "--corpus-root", str(corpus), "--no-progress", "--threads", "1"])
+    assert rc == 0
+    ev = json.loads(quick_run.with_name("ctc-streaming.eval.json").read_text())
+    assert ev["per_accent"]["en-029"]["in_domain"] is False
+    assert ev["held_out"]["greedy"]["n"] == 3 and ev["in_domain"]["greedy"]["n"] == 3
+    assert 0 <= ev["in_domain"]["beam_lm"]["wer"] and ev["beam_tuning"]["grid"]
+    card = quick_run.with_name("ctc-streaming.md").read_text()
+    assert "## Evaluation corpus, by accent" in card and "| en-029 | held out | 3 |" in card
+
+
+def test_score_needs_an_evaluation_manifest(quick_run):
+    assert train_asr.main(["--score", str(quick_run)]) == 2

@@ -460,4 +460,10 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
             lines += ["", "Examples (last validation):", ""]
             lines += [f"- ref: `{e['ref']}`  \n  hyp: `{e['hyp']}`" for e in ex]
     lines.append("")
+    ev_path = path.with_name(path.name.removesuffix(".md") + ".eval.json")
+    if ev_path.exists():  # written by `train_asr.py --score`
+        from speechbench.asr.ctc.scorecard import render_scorecard
+
+        lines[lines.index("## Validation during training") if "## Validation during training" in lines
+              else len(lines):0] = render_scorecard(json.loads(ev_path.read_text()))
     return write_text_atomic(path, "\n".join(lines))
