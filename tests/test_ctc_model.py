@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -23,12 +25,15 @@ def test_sizes_build_and_output_lengths():
         m = build_model(name)
         assert m.cfg == cfg and m.num_params > 0
     m = build_model("small").eval()
+    assert m.subsampling == 2
     lengths = torch.tensor([0, 1, 4, 5, 8, 301])
-    assert CTCModel.output_lengths(lengths).tolist() == [0, 1, 1, 2, 2, 76]
+    assert m.output_lengths(lengths).tolist() == [0, 1, 2, 3, 4, 151]
     with torch.no_grad():
         lp, olen = m(torch.randn(2, 301, 80), torch.tensor([301, 150]))
-    assert lp.shape == (2, 76, 29) and olen.tolist() == [76, 38]
-    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, 76), atol=1e-5)
+    assert lp.shape == (2, 151, 29) and olen.tolist() == [151, 75]
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, 151), atol=1e-5)
+    x4 = CTCModel(ModelConfig(time_strides=(2, 2)))
+    assert x4.subsampling == 4 and x4.output_lengths(lengths).tolist() == [0, 1, 1, 2, 2, 76]
 
 
 def test_offline_batch_equals_one_at_a_time():
@@ -43,8 +48,12 @@ def test_offline_batch_equals_one_at_a_time():
             torch.testing.assert_close(lp[i, : int(olen[i])], single[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("strides", [(2, 1), (2, 2)])
 @pytest.mark.parametrize("chunk", [1, 3, 4, 7, 16, 32])
-def test_chunked_causal_forward_equals_whole_utterance(streaming, chunk):
+def test_chunked_causal_forward_equals_whole_utterance(chunk, strides):
+    torch.manual_seed(0)
+    streaming = CTCModel(replace(STREAM_CFG, time_strides=strides)).eval()
+    streaming.set_feature_stats(torch.randn(80), torch.rand(80) + 0.5)
     torch.manual_seed(1)
     feats = torch.randn(1, 203, 80)
     with torch.no_grad():
@@ -94,7 +103,7 @@ def test_state_stack_unbind_round_trip(streaming):
         assert torch.equal(s.h, states[i].h)
     with torch.no_grad():
         _, odd = streaming.forward_chunk(torch.randn(1, 3, 80), streaming.init_state(1))
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ValueError, match="multiple of model.subsampling"):
         StreamState.stack([odd, streaming.init_state(1)])
 
 

@@ -1,14 +1,21 @@
 """Character CTC models: the seed's conv + LSTM recipe, offline (bidirectional) and streaming (causal).
 
 Shape of every model (``ModelConfig``): global feature normalization (mean/std buffers, saved with the
-weights) -> two Conv2d 3x3, stride 2 in time and frequency, ReLU (x4 time subsampling: 10 ms frames in,
-40 ms out) -> a linear projection of the flattened conv map -> LSTM -> linear head over 29 symbols.
+weights) -> two Conv2d 3x3, stride 2 in frequency and ``time_strides`` in time, ReLU (x2 time subsampling
+by default: 10 ms frames in, 20 ms out) -> a linear projection of the flattened conv map -> LSTM -> linear
+head over 29 symbols.
+
+Why x2 and not the seed's x4: characters come at up to ~15 per second and CTC needs a blank between
+repeated letters, so 40 ms frames leave ~1.3 frames per character (measured on the training corpus,
+median) and as little as 1.0 for the fast Piper voice. Two x4 runs stayed on the all-blank plateau for
+1,000+ steps (CER 90%, logs in models/failed-runs/); x2 doubles the slack, as
+DeepSpeech 2 found for character outputs.
 
 The projection is our addition to the seed's SimpleASRModel: without it the first LSTM layer takes
 channels x 20 frequency bins (2,560 inputs for the seed's 128 channels) and holds most of the weights.
 
-Streaming (``causal=True``): the convs pad only on the left in time, so output frame j depends on input
-frames up to 4j+3 and nothing later (no look-ahead), and the LSTM is unidirectional. ``forward_chunk``
+Streaming (``causal=True``): the convs pad only on the left in time, so an output frame depends on no
+input frame after its own last one (no look-ahead), and the LSTM is unidirectional. ``forward_chunk``
 carries each conv's unconsumed input frames and the LSTM (h, c) in a ``StreamState`` and gives, over
 any split of an utterance into chunks, the same outputs as ``forward`` on the whole utterance.
 """
@@ -26,7 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from speechbench.asr.ctc.tokenizer import CHARS
 
 KERNEL = 3
-STRIDE = 2
+STRIDE = 2  # in frequency always; in time per ModelConfig.time_strides
 
 
 @dataclass(frozen=True)
@@ -42,12 +49,19 @@ class ModelConfig:
     causal: bool = False  # left-only time padding in the convs; needs bidirectional=False to stream
     dropout: float = 0.15
     layer_norm: bool = False  # LayerNorm on the LSTM input (per frame, so it streams); off: no gain measured
+    time_strides: tuple[int, int] = (2, 1)  # conv1, conv2 in time: x2 subsampling (see the module doc)
+    # A skip connection around the LSTM stack (the head sees LSTM output + LSTM input). Without it the
+    # LSTM sat on CTC's blank plateau for 1,000+ steps; with it a 2 x 128 probe overfitting 32 utterances
+    # reached loss 1.0 in 100 steps, against 2.9 (no progress) without. Per frame, so it streams.
+    residual: bool = True
 
     def validate(self) -> None:
         if self.causal and self.bidirectional:
             raise ValueError("a causal (streaming) model cannot have a bidirectional LSTM")
-        if len(self.conv_channels) != 2:
-            raise ValueError("two conv layers (x4 subsampling) are expected")
+        if len(self.conv_channels) != 2 or len(self.time_strides) != 2:
+            raise ValueError("two conv layers are expected")
+        if any(s not in (1, 2) for s in self.time_strides):
+            raise ValueError(f"time strides must be 1 or 2, got {self.time_strides}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,8 +70,11 @@ class ModelConfig:
     def from_json(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        if "conv_channels" in d:
-            d["conv_channels"] = tuple(d["conv_channels"])
+        for key in ("conv_channels", "time_strides"):
+            if key in d:
+                d[key] = tuple(d[key])
+        d.setdefault("time_strides", (2, 2))  # checkpoints from before the field existed were x4
+        d.setdefault("residual", False)  # ... and had no skip connection
         return cls(**d)
 
 
@@ -67,7 +84,9 @@ SIZES: dict[str, ModelConfig] = {
     "small": ModelConfig(name="small", conv_channels=(32, 32), proj=192, hidden=192, layers=2),
     "medium": ModelConfig(name="medium", conv_channels=(32, 32), proj=256, hidden=256, layers=3),
     "large": ModelConfig(name="large", conv_channels=(32, 64), proj=320, hidden=320, layers=3),
-    "streaming": ModelConfig(name="streaming", conv_channels=(32, 32), proj=320, hidden=320, layers=3,
+    # 3 x 256 rather than 320: x2 subsampling doubles the LSTM's frames, and steps limit these models more
+    # than size does.
+    "streaming": ModelConfig(name="streaming", conv_channels=(32, 32), proj=256, hidden=256, layers=3,
                              bidirectional=False, causal=True),
 }
 
@@ -83,7 +102,7 @@ class StreamState:
 
     cache1: (B, 1, k, n_mels) normalized input frames conv1 has not consumed (starts as 2 zero frames,
     the left padding); cache2: (B, C1, k, n_mels/2) the same for conv2; h, c: (layers, B, hidden).
-    When every chunk is a multiple of 4 frames, k stays 2, so states of different streams have equal
+    When every chunk is a multiple of the model's subsampling (frames), k stays 2, so states of different streams have equal
     shapes and stack into one batch.
     """
 
@@ -106,8 +125,8 @@ class StreamState:
         """Write ``other`` (a batch of len(index) streams) back into slots ``index`` of this one, in place."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.h.device)
         if other.cache1.shape[2] != self.cache1.shape[2] or other.cache2.shape[2] != self.cache2.shape[2]:
-            raise ValueError("conv cache lengths differ: feed chunks of a multiple of 4 frames to every "
-                             "stream")
+            raise ValueError("conv cache lengths differ: feed chunks of a multiple of model.subsampling frames "
+                             "to every stream")
         self.cache1.index_copy_(0, idx, other.cache1)
         self.cache2.index_copy_(0, idx, other.cache2)
         self.h.index_copy_(1, idx, other.h)
@@ -118,7 +137,7 @@ class StreamState:
         lengths = {(s.cache1.shape[2], s.cache2.shape[2]) for s in states}
         if len(lengths) > 1:
             raise ValueError(f"conv cache lengths differ across streams {sorted(lengths)}: feed chunks of a "
-                             "multiple of 4 frames to every stream")
+                             "multiple of model.subsampling frames to every stream")
         return StreamState(torch.cat([s.cache1 for s in states]), torch.cat([s.cache2 for s in states]),
                            torch.cat([s.h for s in states], 1), torch.cat([s.c for s in states], 1))
 
@@ -133,20 +152,28 @@ class CTCModel(nn.Module):
         self.cfg = cfg
         c1, c2 = cfg.conv_channels
         time_pad = 0 if cfg.causal else 1  # causal: the left padding is added by hand (or by the cache)
-        self.conv1 = nn.Conv2d(1, c1, KERNEL, stride=STRIDE, padding=(time_pad, 1))
-        self.conv2 = nn.Conv2d(c1, c2, KERNEL, stride=STRIDE, padding=(time_pad, 1))
+        s1, s2 = cfg.time_strides
+        self.conv1 = nn.Conv2d(1, c1, KERNEL, stride=(s1, STRIDE), padding=(time_pad, 1))
+        self.conv2 = nn.Conv2d(c1, c2, KERNEL, stride=(s2, STRIDE), padding=(time_pad, 1))
         freq = conv_out_len(conv_out_len(cfg.n_mels))
         self.proj = nn.Linear(c2 * freq, cfg.proj)
         self.norm = nn.LayerNorm(cfg.proj) if cfg.layer_norm else nn.Identity()
         self.lstm = nn.LSTM(cfg.proj, cfg.hidden, cfg.layers, batch_first=True,
                             bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.hidden * (2 if cfg.bidirectional else 1), cfg.vocab_size)
+        out_dim = cfg.hidden * (2 if cfg.bidirectional else 1)
+        self.skip: nn.Module | None = None
+        if cfg.residual:
+            self.skip = nn.Identity() if out_dim == cfg.proj else nn.Linear(cfg.proj, out_dim, bias=False)
+        self.head = nn.Linear(out_dim, cfg.vocab_size)
         # Global feature statistics (set from training data); identity until then.
         self.register_buffer("feat_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("feat_std", torch.ones(cfg.n_mels))
 
-    subsampling = STRIDE * STRIDE
+    @property
+    def subsampling(self) -> int:
+        """Input (10 ms) frames per output frame; streaming chunks must be a multiple of it."""
+        return self.cfg.time_strides[0] * self.cfg.time_strides[1]
 
     @property
     def num_params(self) -> int:
@@ -156,10 +183,9 @@ class CTCModel(nn.Module):
         self.feat_mean.copy_(mean)
         self.feat_std.copy_(std.clamp_min(1e-3))
 
-    @staticmethod
-    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        l1 = (lengths - 1) // STRIDE + 1
-        return (l1 - 1) // STRIDE + 1
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        s1, s2 = self.cfg.time_strides
+        return ((lengths - 1) // s1 + 1 - 1) // s2 + 1
 
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.feat_mean) / self.feat_std
@@ -176,14 +202,15 @@ class CTCModel(nn.Module):
         return self.norm(self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f)))
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, n_mels) log-mel + frame lengths -> (B, T/4, vocab) log-probs + output lengths."""
+        """(B, T, n_mels) log-mel + frame lengths -> (B, T/subsampling, vocab) log-probs + output lengths."""
         lengths = lengths.to(feats.device)
         x = self._mask_time(self._normalize(feats).unsqueeze(1), lengths)
-        l1 = (lengths - 1) // STRIDE + 1
+        s1, s2 = self.cfg.time_strides
+        l1 = (lengths - 1) // s1 + 1
         if self.cfg.causal:
             x = F.pad(x, (0, 0, KERNEL - 1, 0))
         x = self._mask_time(F.relu(self.conv1(x)), l1)
-        l2 = (l1 - 1) // STRIDE + 1
+        l2 = (l1 - 1) // s2 + 1
         if self.cfg.causal:
             x = F.pad(x, (0, 0, KERNEL - 1, 0))
         x = self._mask_time(F.relu(self.conv2(x)), l2)
@@ -195,6 +222,8 @@ class CTCModel(nn.Module):
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
         else:
             y, _ = self.lstm(x)  # causal: padding at the end cannot reach earlier frames
+        if self.skip is not None:
+            y = y + self.skip(x)
         y = self.head(self.dropout(y))
         return y.log_softmax(-1), l2
 
@@ -219,17 +248,18 @@ class CTCModel(nn.Module):
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run a causal strided conv over cache + new frames; return (outputs, new cache)."""
         x = torch.cat([cache, x], dim=2)
-        n = (x.shape[2] - KERNEL) // STRIDE + 1 if x.shape[2] >= KERNEL else 0
+        stride = conv.stride[0]
+        n = (x.shape[2] - KERNEL) // stride + 1 if x.shape[2] >= KERNEL else 0
         if n == 0:
             return x.new_zeros(x.shape[0], conv.out_channels, 0, conv_out_len(x.shape[3])), x
-        y = F.relu(conv(x[:, :, : STRIDE * (n - 1) + KERNEL]))
-        return y, x[:, :, STRIDE * n:]
+        y = F.relu(conv(x[:, :, : stride * (n - 1) + KERNEL]))
+        return y, x[:, :, stride * n:]
 
     def forward_chunk(self, feats: torch.Tensor, state: StreamState) -> tuple[torch.Tensor, StreamState]:
         """(B, t, n_mels) new log-mel frames of B streams + their states -> (B, t', vocab) log-probs, states.
 
-        Any t works for one stream; for B > 1 every stream must bring the same t. With t a multiple of 4
-        every chunk yields exactly t/4 outputs and the state shapes never change.
+        Any t works for one stream; for B > 1 every stream must bring the same t. With t a multiple of
+        ``subsampling`` every chunk yields exactly t/subsampling outputs and the state shapes never change.
         """
         if feats.shape[0] != state.batch_size:
             raise ValueError(f"{feats.shape[0]} chunks for {state.batch_size} states")
@@ -239,7 +269,10 @@ class CTCModel(nn.Module):
         if y2.shape[2] == 0:
             out = feats.new_zeros(feats.shape[0], 0, self.cfg.vocab_size)
             return out, StreamState(cache1, cache2, state.h, state.c)
-        z, (h, c) = self.lstm(self._conv_out(y2), (state.h, state.c))
+        x = self._conv_out(y2)
+        z, (h, c) = self.lstm(x, (state.h, state.c))
+        if self.skip is not None:
+            z = z + self.skip(x)
         return self.head(z).log_softmax(-1), StreamState(cache1, cache2, h, c)
 
 

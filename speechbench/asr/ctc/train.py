@@ -411,6 +411,7 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
             f"{m['conv_channels'][1]} ch, {'causal' if m['causal'] else 'symmetric'} in time) "
             f"-> Linear {m['proj']} -> {'Bi' if m['bidirectional'] else 'uni'}LSTM "
             f"{m['layers']} x {m['hidden']} -> Linear {m['vocab_size']} (CTC, blank = 0)")
+    sub = (m.get("time_strides") or (2, 2))[0] * (m.get("time_strides") or (2, 2))[1]
     aug = c["augment"]
     init = f"; started from `{c['init_from']}`" if c.get("init_from") else ""
     log_name = Path(start["config"]["out"]).name.removesuffix(".pt") + ".train.jsonl"
@@ -426,7 +427,8 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
         f"| architecture | {arch} |",
         f"| parameters | {start['params']:,} |",
         "| stored precision | float16 weights (run in float32 on CPU) |",
-        "| subsampling | x4 (40 ms per output frame)" + ("; no look-ahead" if m["causal"] else "") + " |",
+        f"| subsampling | x{sub} ({10 * sub} ms per output frame)" + ("; no look-ahead" if m["causal"] else "")
+        + " |",
         f"| training data | {sum(hours.values()):.2f} h, {start['train_utterances']} utterances; "
         + ", ".join(f"{k} {v:.2f} h" for k, v in hours.items()) + " |",
         f"| corpus | {corpus.get('description', corpus.get('name', 'n/a'))} |",
