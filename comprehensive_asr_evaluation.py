@@ -1,0 +1,248 @@
+"""Part 2: evaluate speech recognizers across English dialects, with statistics a speech scientist would sign.
+
+Scores every model on the same utterances (WER with substitutions / deletions / insertions, CER, sentence
+error rate) overall and per dialect, condition and speaker, with 95% bootstrap confidence intervals; times
+each utterance (latency, RTF) and measures peak memory, each model in its own worker process; compares
+models with paired tests (MAPSSWE, Wilcoxon, sign, paired t, McNemar; Holm-corrected) and dialects paired
+by sentence (Friedman, pairwise Wilcoxon); breaks errors down by word type; and derives advice (model per
+dialect under a latency / memory budget, routing, Pareto front, the worst dialect).
+
+Writes results/asr_evaluation_results.json, sclite trn files beside it (results/asr_evaluation_results_trn/),
+and renders docs/asr_report.md (+ docs/figures/asr_report_*.png) from the JSON.
+
+Default data: the embedded multi-accent corpus (9 voices: 8 espeak-ng English accents and the Piper voice;
+60 sentences each), of which 18 sentences are evaluated in every voice (162 utterances, ~13 min of audio),
+the same sentences in every voice so dialect tests stay paired. That subset keeps the default run (all seven
+default models, ~0.7 x real time summed on 2 CPU cores) inside 15 minutes; --sentences 60 evaluates all of it.
+
+Examples:
+  uv run comprehensive_asr_evaluation.py                          # defaults, ~10 min on a 2-core CPU
+  uv run comprehensive_asr_evaluation.py --quick                  # CI smoke size, < 2 min
+  uv run comprehensive_asr_evaluation.py --models whisper-tiny.en-int8 pocketsphinx --sentences 60
+  uv run comprehensive_asr_evaluation.py --manifest my_corpus.jsonl --sentences 0 --models ctc:my.pt
+  uv run comprehensive_asr_evaluation.py --models "ctc-large@decoder=beam" whisper-tiny.en-int8
+  uv run comprehensive_asr_evaluation.py --report-only            # re-render the report from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("comprehensive_asr_evaluation")
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_OUTPUT = "results/asr_evaluation_results.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from speechbench.asr_eval.evaluation import DEFAULT_SENTENCES, EvalConfig
+    from speechbench.asr_eval.runner import DEFAULT_MODELS
+    from speechbench.common.cli import add_common_args
+
+    d = EvalConfig()
+    p = argparse.ArgumentParser(
+        prog="comprehensive_asr_evaluation.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p, DEFAULT_OUTPUT, "docs/asr_report.md")
+    g = p.add_argument_group("data")
+    g.add_argument("--manifest", action="append", default=[], metavar="JSONL",
+                   help="a JSONL manifest (one utterance a line: audio_filepath, text, and optionally id, duration, "
+                   "dialect, speaker, condition, sentence_id); repeat to evaluate several together (ids must be "
+                   "unique across them). Default: the embedded corpus (--quick: its quick preset)")
+    g.add_argument("--sentences", type=int, default=None,
+                   help=f"evaluate this many sentences, spread evenly over the sentence list, in every dialect and "
+                   f"condition (the same ones everywhere, so dialect tests stay paired); 0 = all. Default: "
+                   f"{DEFAULT_SENTENCES} of the embedded corpus' 60 (keeps the default run inside 15 minutes), all "
+                   f"sentences of a --manifest, 2 of the quick corpus' 4 with --quick")
+    g.add_argument("--max-utterances", type=int, default=None,
+                   help="then keep at most this many utterances, evenly spaced through the list (a quick check; "
+                   "may unbalance dialects). Default: no cap")
+    g.add_argument("--dialects", nargs="+", default=None, help="evaluate only these dialects (default: all)")
+    g.add_argument("--conditions", nargs="+", default=None, help="evaluate only these conditions (default: all)")
+    g = p.add_argument_group("models")
+    g.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help=f"recognizers to evaluate (default: {' '.join(DEFAULT_MODELS)}; those unavailable here are "
+                   "recorded with the reason and the rest run). Forms: a registered name (pocketsphinx, "
+                   "whisper-tiny.en, ctc-small...), whisper-tiny.en-int8 / -fp32 / -fp16 (compute type), "
+                   "whisper:<CTranslate2 folder>, ctc:<checkpoint.pt>, each optionally followed by @key=value,... "
+                   "backend options, e.g. ctc-large@decoder=beam or whisper-tiny.en@beam_size=1")
+    g.add_argument("--list-models", action="store_true", help="print the registered recognizers and whether each "
+                   "can run here, then exit")
+    g = p.add_argument_group("execution")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="worker processes running shards in parallel; each model's utterances are split into this "
+                   "many shards. 1 (default) runs one model at a time, so latencies are not disturbed by a "
+                   "neighbour; more trades latency fidelity for wall time")
+    g.add_argument("--shard-timeout", type=float, default=None,
+                   help="kill a worker after this many seconds; what it transcribed is kept (default: none)")
+    g.add_argument("--warmup", type=int, default=d.warmup,
+                   help="untimed transcriptions of the first utterance before timing (default: %(default)s)")
+    g.add_argument("--batch-sizes", type=int, nargs="*", default=None,
+                   help=f"batch sizes for the batch-size effect of backends that batch (Whisper's batched decoder, "
+                   f"the CTC models); nothing = skip (default: {' '.join(map(str, d.batch_sizes))}; --quick: 1 2)")
+    g.add_argument("--batch-utterances", type=int, default=None,
+                   help=f"clips used for the batch-size effect (default: {d.batch_utterances}; --quick: 2)")
+    g = p.add_argument_group("statistics and advice")
+    g.add_argument("--bootstrap", type=int, default=None,
+                   help=f"bootstrap resamples for every CI and the paired bootstrap, >= 1000 (default: {d.n_boot}; "
+                   "--quick: 1000)")
+    g.add_argument("--alpha", type=float, default=d.alpha,
+                   help="family-wise significance level after Holm's correction (default: %(default)s)")
+    g.add_argument("--latency-budget-ms", type=float, default=d.latency_budget_ms,
+                   help="advice: p95 per-utterance latency a model must meet to be recommended (default: no "
+                   "budget; the report's budget ladder answers for every level anyway)")
+    g.add_argument("--memory-budget-mb", type=float, default=d.memory_budget_mb,
+                   help="advice: peak memory (MB) a model must fit in to be recommended (default: no budget)")
+    g.add_argument("--trn-dir", default=None,
+                   help="folder for sclite trn files (default: <output without .json>_trn/ beside the JSON)")
+    g.add_argument("--no-readme", action="store_true",
+                   help="do not refresh the README's headline block (it is refreshed only from a full run "
+                   f"written to {DEFAULT_OUTPUT})")
+    return p
+
+
+def config_from_args(a: argparse.Namespace, device: str):
+    from speechbench.asr_eval.evaluation import EvalConfig
+    from speechbench.asr_eval.runner import DEFAULT_MODELS
+
+    cfg = EvalConfig.quick_preset() if a.quick else EvalConfig()
+    cfg.device = device
+    cfg.seed = a.seed
+    cfg.manifests = [str(m) for m in a.manifest]
+    if a.manifest:
+        cfg.sentences = None
+    if a.sentences is not None:
+        if a.sentences < 0:
+            raise SystemExit("--sentences must be >= 0")
+        cfg.sentences = a.sentences or None
+    if a.max_utterances is not None and a.max_utterances < 1:
+        raise SystemExit("--max-utterances must be >= 1")
+    cfg.max_utterances = a.max_utterances
+    cfg.dialects = a.dialects
+    cfg.conditions = a.conditions
+    cfg.models = a.models or list(DEFAULT_MODELS)
+    if a.workers < 1:
+        raise SystemExit("--workers must be >= 1")
+    cfg.workers = a.workers
+    cfg.threads = a.threads or 0
+    cfg.warmup = max(0, a.warmup)
+    cfg.shard_timeout_s = a.shard_timeout
+    if a.batch_sizes is not None:
+        if any(b < 1 for b in a.batch_sizes):
+            raise SystemExit("--batch-sizes must all be >= 1")
+        cfg.batch_sizes = a.batch_sizes
+    if a.batch_utterances is not None:
+        cfg.batch_utterances = a.batch_utterances
+    if a.bootstrap is not None:
+        if a.bootstrap < 1000:
+            raise SystemExit("--bootstrap must be >= 1000 (a 95% interval needs the tails resolved)")
+        cfg.n_boot = a.bootstrap
+    if not 0 < a.alpha < 1:
+        raise SystemExit("--alpha must be in (0, 1)")
+    cfg.alpha = a.alpha
+    cfg.latency_budget_ms = a.latency_budget_ms or None
+    cfg.memory_budget_mb = a.memory_budget_mb or None
+    out = Path(a.output)
+    cfg.trn_dir = a.trn_dir or str(out.with_name(out.stem + "_trn"))
+    missing = [m for m in cfg.manifests if not Path(m).exists()]
+    if missing:
+        raise SystemExit(f"manifest not found: {', '.join(missing)}")
+    return cfg
+
+
+def maybe_update_readme(res: dict, output: Path, enabled: bool = True) -> None:
+    """Refresh the README's headline block, only from the canonical results file of a full run."""
+    from speechbench.asr_eval.report import headline_markdown
+    from speechbench.common.readme import update_block
+
+    if not enabled or res.get("summary", {}).get("quick") or Path(output).resolve() != ROOT / DEFAULT_OUTPUT:
+        return
+    if res.get("config", {}).get("manifests"):
+        return
+    update_block(ROOT / "README.md", "asr-headline", headline_markdown(res))
+
+
+def list_models() -> int:
+    import speechbench.asr.ctc  # noqa: F401 - registers the own CTC models
+    from speechbench.asr.registry import available_recognizers, registered
+
+    for name, why in available_recognizers().items():
+        print(f"{name:18s} {'ok' if why is None else 'unavailable: ' + why}")
+        print(f"{'':18s} {registered()[name].description}")
+    print("aliases: whisper-tiny.en-int8, whisper-tiny.en-fp32, whisper-tiny.en-fp16; also whisper:<folder>, "
+          "ctc:<checkpoint.pt>")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    from speechbench.common.cli import seed_everything, setup_logging
+    from speechbench.common.results import read_json
+
+    if a.list_models:
+        return list_models()
+    setup_logging(a.verbose, ROOT / "logs" / "asr_evaluation.log" if not a.report_only else None)
+    from speechbench.asr_eval.report import render
+
+    if a.report_only:
+        try:
+            res = read_json(a.output)
+        except FileNotFoundError as e:
+            raise SystemExit(str(e)) from None
+        render(res, a.report, plots=not a.no_plots)
+        maybe_update_readme(res, a.output, not a.no_readme)
+        print(f"re-rendered {a.report} from {a.output}")
+        return 0
+
+    from profiling_utils import capture_environment, resolve_device
+    from speechbench.asr_eval.evaluation import ASREvaluation
+
+    device = resolve_device(a.device)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    seed_everything(a.seed)
+    cfg = config_from_args(a, device.type)
+    cfg.progress = sys.stderr.isatty() or not a.quick
+    env = capture_environment(device)
+    env["cpu_affinity"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    ev = ASREvaluation(cfg, a.output, env)
+    ev.results["config"]["output"] = str(a.output)
+    ev.results["config"]["report"] = str(a.report)
+    try:
+        res = ev.run()
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    render(res, a.report, plots=not a.no_plots)
+    maybe_update_readme(res, a.output, not a.no_readme)
+    s = res["summary"]
+    print(f"wrote {a.output}, {a.report} and {cfg.trn_dir}/ in {res['timings'].get('total_s', 0):.0f} s")
+    for m, r in (s.get("models") or {}).items():
+        ci = r.get("wer_ci95") or [None, None]
+        ci_txt = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci[0] is not None else "[n/a]"
+        print(f"  {m:24s} WER {100 * (r['wer'] or 0):5.1f}% {ci_txt}  RTF {r.get('rtf') or 0:.3f}  "
+              f"p95 {r.get('latency_ms_p95') or 0:.0f} ms  peak {r.get('peak_memory_mb') or 0:.0f} MB")
+    for m, why in (s.get("models_unavailable") or {}).items():
+        print(f"  {m:24s} unavailable: {why}")
+    n_fail = len(res.get("failures") or [])
+    if n_fail:
+        print(f"  {n_fail} failure(s) recorded (see 'failures' in the JSON)", file=sys.stderr)
+    if not s.get("models"):
+        print("no model produced results", file=sys.stderr)
+        return 1
+    if any(f["stage"] == "analysis" for f in res.get("failures") or []):
+        print("a statistics/analysis section failed (see 'failures'); the others were written", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

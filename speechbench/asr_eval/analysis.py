@@ -1,0 +1,424 @@
+"""From per-utterance records to the figures a report quotes: aggregates with confidence intervals,
+paired significance between models, dialect effects, the in-domain vs held-out gap, error analysis.
+
+Every function reads the scored records (dicts with ``model``, ``id``, ``dialect``, ``speaker``,
+``sentence``, ``ref``, ``hyp``, ``ref_words``, ``errors``, ``sub``/``del``/``ins``, ``char_errors``,
+``ref_chars``, ``duration_s``, ``latency_s``) and returns plain dicts for the results JSON.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from speechbench.asr_eval import stats
+from speechbench.asr_eval.scoring import MATCH, align
+
+MIN_SPEAKER_BLOCKS = 10  # fewer speakers than this: a speaker-block bootstrap cannot estimate the spread
+TESTS = ("mapsswe", "wilcoxon", "sign", "paired_t", "mcnemar")
+PRIMARY_TEST = "mapsswe"
+
+
+class PairingError(ValueError):
+    """Two systems were not scored on the same utterances: a paired test would be meaningless."""
+
+
+# --- aggregates ------------------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _speakers_repeat(recs: list[dict[str, Any]]) -> bool:
+    counts = Counter(r["speaker"] for r in recs)
+    return any(c > 1 for c in counts.values())
+
+
+def ci_for(recs: list[dict[str, Any]], n_boot: int, seed: int, key: str = "errors",
+           den: str = "ref_words") -> dict[str, Any]:
+    """Bootstrap CI of sum(key)/sum(den): speaker blocks when speakers repeat and there are at least
+    MIN_SPEAKER_BLOCKS of them, else utterances. Both are returned; ``chosen`` is the one quoted."""
+    e = [r[key] for r in recs]
+    n = [r[den] for r in recs]
+    utt = stats.bootstrap_ci(e, n, n_boot, seed)
+    out = {"utterance": utt, "speaker": None, "chosen": "utterance"}
+    n_spk = len({r["speaker"] for r in recs})
+    if _speakers_repeat(recs) and n_spk >= 2:
+        out["speaker"] = stats.bootstrap_ci(e, n, n_boot, seed, groups=[r["speaker"] for r in recs])
+        if n_spk >= MIN_SPEAKER_BLOCKS:
+            out["chosen"] = "speaker"
+    return out
+
+
+def aggregate(recs: list[dict[str, Any]], n_boot: int, seed: int, with_ci: bool = True) -> dict[str, Any]:
+    """Corpus WER (total errors / total reference words) with S/D/I, CER, sentence error rate, CIs."""
+    ref_words = sum(r["ref_words"] for r in recs)
+    errors = sum(r["errors"] for r in recs)
+    sub, dele, ins = (sum(r[k] for r in recs) for k in ("sub", "del", "ins"))
+    ref_chars = sum(r["ref_chars"] for r in recs)
+    char_err = sum(r["char_errors"] for r in recs)
+    out: dict[str, Any] = {
+        "n": len(recs), "ref_words": ref_words, "errors": errors, "sub": sub, "del": dele, "ins": ins,
+        "wer": errors / ref_words if ref_words else None,
+        "sub_rate": sub / ref_words if ref_words else None, "del_rate": dele / ref_words if ref_words else None,
+        "ins_rate": ins / ref_words if ref_words else None,
+        "cer": char_err / ref_chars if ref_chars else None,
+        "ser": sum(1 for r in recs if r["errors"]) / len(recs) if recs else None,
+    }
+    if with_ci and recs:
+        ci = ci_for(recs, n_boot, seed)
+        chosen = ci[ci["chosen"]]
+        out["wer_ci95"] = [chosen["lo"], chosen["hi"]]
+        out["wer_ci95_method"] = chosen["method"]
+        out["wer_ci95_utterance"] = [ci["utterance"]["lo"], ci["utterance"]["hi"]]
+        if ci["speaker"]:
+            out["wer_ci95_speaker"] = [ci["speaker"]["lo"], ci["speaker"]["hi"]]
+            out["speaker_blocks"] = ci["speaker"]["n_units"]
+        cci = stats.bootstrap_ci([r["char_errors"] for r in recs], [r["ref_chars"] for r in recs], n_boot, seed)
+        out["cer_ci95"] = [cci["lo"], cci["hi"]]
+    return out
+
+
+def speed(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """RTF = total compute / total audio (RTFx its inverse); latency per utterance at batch size 1."""
+    lat = [r["latency_s"] for r in recs]
+    audio = sum(r["duration_s"] for r in recs)
+    compute = sum(lat)
+    return {
+        "audio_s": audio, "compute_s": compute,
+        "rtf": compute / audio if audio else None, "rtfx": audio / compute if compute else None,
+        "latency_ms_mean": 1000 * float(np.mean(lat)) if lat else None,
+        "latency_ms_p50": 1000 * _pct(lat, 50) if lat else None,
+        "latency_ms_p95": 1000 * _pct(lat, 95) if lat else None,
+        "latency_ms_max": 1000 * max(lat) if lat else None,
+    }
+
+
+def group_by(recs: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        out[r[key]].append(r)
+    return dict(out)
+
+
+# --- paired comparisons between models -------------------------------------------------------------------
+
+
+def paired_arrays(a: list[dict[str, Any]], b: list[dict[str, Any]], name_a: str = "A",
+                  name_b: str = "B") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The two record lists in the same utterance order; PairingError if the utterance sets differ."""
+    ia = {r["id"]: r for r in a}
+    ib = {r["id"]: r for r in b}
+    if ia.keys() != ib.keys():
+        only_a, only_b = sorted(ia.keys() - ib.keys()), sorted(ib.keys() - ia.keys())
+        raise PairingError(
+            f"{name_a} and {name_b} were not scored on the same utterances ({len(only_a)} only in {name_a}, "
+            f"e.g. {only_a[:3]}; {len(only_b)} only in {name_b}, e.g. {only_b[:3]}): refusing a paired test")
+    bad = [k for k in ia if ia[k]["ref"] != ib[k]["ref"]]
+    if bad:
+        raise PairingError(f"{name_a} and {name_b} have different references for {len(bad)} utterance(s), "
+                           f"e.g. {bad[:3]}: refusing a paired test")
+    ids = sorted(ia)
+    return [ia[k] for k in ids], [ib[k] for k in ids]
+
+
+def compare_pair(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int, seed: int,
+                 name_a: str = "A", name_b: str = "B", min_good: int = 2) -> dict[str, Any]:
+    """Every paired test of A vs B on the same utterances, with effect sizes."""
+    ra, rb = paired_arrays(a, b, name_a, name_b)
+    ea = np.array([r["errors"] for r in ra], float)
+    eb = np.array([r["errors"] for r in rb], float)
+    nw = np.array([r["ref_words"] for r in ra], float)
+    segments: list[tuple[int, int]] = []
+    for x, y in zip(ra, rb, strict=True):
+        segments += stats.mapsswe_segments(align(x["ref"].split(), x["hyp"].split()),
+                                           align(y["ref"].split(), y["hyp"].split()), min_good)
+    tests = {
+        "mapsswe": stats.mapsswe(segments),
+        "wilcoxon": stats.wilcoxon(ea, eb),
+        "sign": stats.sign_test(ea, eb),
+        "paired_t": stats.paired_t(ea, eb),
+        "mcnemar": stats.mcnemar(ea == 0, eb == 0),
+    }
+    groups = [r["speaker"] for r in ra] if _speakers_repeat(ra) and len({r["speaker"] for r in ra}) >= \
+        MIN_SPEAKER_BLOCKS else None
+    boot = stats.paired_bootstrap(ea, eb, nw, n_boot, seed, groups)
+    wa, wb = ea.sum() / nw.sum(), eb.sum() / nw.sum()
+    return {
+        "a": name_a, "b": name_b, "n": len(ra), "wer_a": float(wa), "wer_b": float(wb),
+        "wer_diff": float(wa - wb), "relative_diff": float((wa - wb) / wa) if wa else None,
+        "mean_error_diff": float((ea - eb).mean()), "cohen_dz": tests["paired_t"].get("cohen_dz"),
+        "rank_biserial": tests["wilcoxon"].get("rank_biserial"),
+        "mcnemar_odds_ratio": tests["mcnemar"].get("odds_ratio"),
+        "p_a_better": boot["p_a_better"], "wer_diff_ci95": boot["diff_ci95"], "bootstrap_method": boot.get("method"),
+        "tests": tests,
+    }
+
+
+def significance_between_models(by_model: dict[str, list[dict[str, Any]]], n_boot: int, seed: int,
+                                alpha: float = 0.05) -> dict[str, Any]:
+    """All pairs, all tests; Holm over the pairs separately for each test (each test is one family of
+    k(k-1)/2 hypotheses). Pairs whose utterance sets differ are refused and listed."""
+    names = list(by_model)
+    pairs: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    for a, b in itertools.combinations(names, 2):
+        try:
+            pairs.append(compare_pair(by_model[a], by_model[b], n_boot, seed, a, b))
+        except PairingError as e:
+            refused.append({"a": a, "b": b, "reason": str(e)})
+    flat: list[dict[str, Any]] = []
+    for test in TESTS:
+        ps = [p["tests"][test]["p_value"] for p in pairs]
+        adj = stats.holm(ps)
+        for p, pv, ph in zip(pairs, ps, adj, strict=True):
+            p["tests"][test]["p_holm"] = ph
+            p["tests"][test]["significant"] = bool(ph is not None and ph < alpha)
+            flat.append({"a": p["a"], "b": p["b"], "test": test, "p_value": pv, "p_holm": ph,
+                         "significant": bool(ph is not None and ph < alpha),
+                         "statistic": p["tests"][test]["statistic"], "n": p["tests"][test]["n"],
+                         "wer_a": p["wer_a"], "wer_b": p["wer_b"]})
+    return {"alpha": alpha, "primary_test": PRIMARY_TEST, "correction": "holm (per test, over model pairs)",
+            "models": flat, "pairs": pairs, "refused": refused}
+
+
+# --- dialects ----------------------------------------------------------------------------------------------
+
+
+def _blocks(recs: list[dict[str, Any]], dialects: list[str]) -> tuple[list[tuple[str, str]], dict]:
+    """(sentence, condition) blocks present in every dialect, and the records by (block, dialect)."""
+    cell: dict[tuple[tuple[str, str], str], dict[str, Any]] = {}
+    for r in recs:
+        cell[((r["sentence"], r["condition"]), r["dialect"])] = r
+    blocks = sorted({b for (b, _) in cell})
+    complete = [b for b in blocks if all((b, d) in cell for d in dialects)]
+    return complete, cell
+
+
+def dialect_effects(recs: list[dict[str, Any]], alpha: float = 0.05) -> dict[str, Any]:
+    """Friedman over dialects, blocked by sentence (and condition): the same sentence spoken in every
+    accent; then pairwise Wilcoxon signed-rank between dialects with Holm over the pairs.
+
+    Per-utterance WER is the response; within a block the reference is the same, so ranks equal those of
+    the error counts. Blocks missing a dialect are left out (and counted).
+    """
+    dialects = sorted({r["dialect"] for r in recs})
+    if len(dialects) < 2:
+        return {"dialects": dialects, "note": "one dialect only"}
+    blocks, cell = _blocks(recs, dialects)
+    all_blocks = {(r["sentence"], r["condition"]) for r in recs}
+    out: dict[str, Any] = {"dialects": dialects, "blocks": len(blocks), "blocks_incomplete": len(all_blocks) - len(blocks)}
+    if len(blocks) < 2:
+        out["note"] = "fewer than 2 sentences spoken in every dialect: no paired dialect test"
+        return out
+    m = np.array([[cell[(b, d)]["wer"] for d in dialects] for b in blocks], float)
+    if len(dialects) >= 3:
+        out["friedman"] = stats.friedman(m)
+    pairwise = []
+    for i, j in itertools.combinations(range(len(dialects)), 2):
+        w = stats.wilcoxon(m[:, i], m[:, j])
+        pairwise.append({"a": dialects[i], "b": dialects[j], "p_value": w["p_value"], "n": w["n"],
+                         "rank_biserial": w.get("rank_biserial"),
+                         "mean_wer_a": float(m[:, i].mean()), "mean_wer_b": float(m[:, j].mean())})
+    for p, ph in zip(pairwise, stats.holm([p["p_value"] for p in pairwise]), strict=True):
+        p["p_holm"] = ph
+        p["significant"] = bool(ph is not None and ph < alpha)
+    out["pairwise"] = pairwise
+    out["mean_wer_by_dialect"] = {d: float(m[:, k].mean()) for k, d in enumerate(dialects)}
+    return out
+
+
+def domain_gap(recs: list[dict[str, Any]], in_domain: Iterable[str], n_boot: int, seed: int,
+               control: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """Pooled WER on held-out accents minus pooled WER on in-domain accents, with a CI from resampling
+    sentences (the same sentences are in both groups, so the sentence is the pairing unit), and a
+    Wilcoxon test over sentences. ``control``: another model's records on the same utterances; the
+    difference of the two gaps (difference-in-differences) separates "these accents are unheard" from
+    "these accents are harder for any recognizer"."""
+    in_domain = set(in_domain)
+    dialects = {r["dialect"] for r in recs}
+    ins, outs = sorted(dialects & in_domain), sorted(dialects - in_domain)
+    if not ins or not outs:
+        return None
+
+    def per_sentence(rs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        acc: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(4))
+        for r in rs:
+            k = 0 if r["dialect"] in in_domain else 2
+            acc[r["sentence"]][k] += r["errors"]
+            acc[r["sentence"]][k + 1] += r["ref_words"]
+        return acc
+
+    acc = per_sentence(recs)
+    keys = sorted(k for k, v in acc.items() if v[1] > 0 and v[3] > 0)
+    if len(keys) < 2:
+        return None
+    vals = np.array([acc[k] for k in keys])
+    if control is not None:
+        cacc = per_sentence(control)
+        if all(k in cacc and cacc[k][1] > 0 and cacc[k][3] > 0 for k in keys):
+            vals = np.hstack([vals, np.array([cacc[k] for k in keys])])
+        else:
+            control = None
+    sums = stats.bootstrap_sums(vals, n_boot, seed)
+    gap_reps = sums[:, 2] / sums[:, 3] - sums[:, 0] / sums[:, 1]
+    tot = vals.sum(axis=0)
+    w_in, w_out = tot[0] / tot[1], tot[2] / tot[3]
+    per_in, per_out = vals[:, 0] / vals[:, 1], vals[:, 2] / vals[:, 3]
+    out = {
+        "in_domain": ins, "held_out": outs, "sentences": len(keys),
+        "wer_in_domain": float(w_in), "wer_held_out": float(w_out), "gap": float(w_out - w_in),
+        "gap_ci95": [float(np.quantile(gap_reps, 0.025)), float(np.quantile(gap_reps, 0.975))],
+        "wilcoxon_over_sentences": stats.wilcoxon(per_out, per_in),
+    }
+    if control is not None:
+        c_gap_reps = sums[:, 6] / sums[:, 7] - sums[:, 4] / sums[:, 5]
+        c_gap = tot[6] / tot[7] - tot[4] / tot[5]
+        did = gap_reps - c_gap_reps
+        out["control_gap"] = float(c_gap)
+        out["gap_minus_control"] = float((w_out - w_in) - c_gap)
+        out["gap_minus_control_ci95"] = [float(np.quantile(did, 0.025)), float(np.quantile(did, 0.975))]
+    return out
+
+
+# --- error analysis ----------------------------------------------------------------------------------------
+
+FUNCTION_WORDS: frozenset[str] = frozenset("""
+a an the this that these those some any each every no all both either neither such what which whose
+i me my mine we us our ours you your yours he him his she her hers it its they them their theirs myself
+yourself himself herself itself ourselves themselves one ones who whom whoever whatever
+in on at by for with about against between into through during before after above below to from up down
+out off over under again further of near among upon within without along across around behind beyond
+toward towards via per than as like since until till unto
+and but or nor so yet because if while although though unless whether whereas
+am is are was were be been being have has had having do does did doing will would shall should can could
+may might must ought 's not n't
+there here then when where why how now just also very too only even still quite rather
+""".split())
+
+LENGTH_BINS = ((1, 3, "1-3"), (4, 6, "4-6"), (7, 9, "7-9"), (10, 10**6, "10+"))
+FREQ_BANDS = ((0, 0, "unseen"), (1, 9, "1-9"), (10, 99, "10-99"), (100, 10**12, "100+"))
+
+
+def _band(value: int, bands: tuple[tuple[int, int, str], ...]) -> str:
+    for lo, hi, name in bands:
+        if lo <= value <= hi:
+            return name
+    return bands[-1][2]
+
+
+def word_errors(recs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """(reference word, recognized?) for every reference word of every record."""
+    out = []
+    for r in recs:
+        a = align(r["ref"].split(), r["hyp"].split())
+        for w, st in zip(a.ref, a.ref_word_status(), strict=True):
+            out.append((w, st == MATCH))
+    return out
+
+
+def _rate_table(pairs: list[tuple[str, bool]], key) -> dict[str, dict[str, Any]]:
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for w, ok in pairs:
+        k = key(w)
+        acc[k][0] += 1
+        acc[k][1] += 0 if ok else 1
+    return {k: {"words": n, "errors": e, "error_rate": e / n if n else None} for k, (n, e) in acc.items()}
+
+
+def error_analysis(recs: list[dict[str, Any]], vocab_counts: dict[str, int] | None, own_vocab: set[str] | None,
+                   top: int = 10) -> dict[str, Any]:
+    """Where one model's errors fall. Per reference word: substituted or deleted (insertions have no
+    reference word and are listed separately).
+
+    * function vs content words (closed-class list above);
+    * word length in letters;
+    * frequency band of the word in the reference text vocabulary (``vocab_counts``: the own models'
+      training transcripts), "unseen" meaning it never occurs there;
+    * out-of-vocabulary for the model itself (``own_vocab``: its training transcripts' words), own models only;
+    * most frequent substitution pairs, deleted and inserted words;
+    * Spearman correlation of utterance WER with duration.
+    """
+    pairs = word_errors(recs)
+    subs: Counter[tuple[str, str]] = Counter()
+    dels: Counter[str] = Counter()
+    inss: Counter[str] = Counter()
+    for r in recs:
+        a = align(r["ref"].split(), r["hyp"].split())
+        subs.update(a.substitution_pairs())
+        for o, i, j in a.ops:
+            if o == "D":
+                dels[a.ref[i]] += 1  # type: ignore[index]
+            elif o == "I":
+                inss[a.hyp[j]] += 1  # type: ignore[index]
+    out: dict[str, Any] = {
+        "word_class": _rate_table(pairs, lambda w: "function" if w in FUNCTION_WORDS else "content"),
+        "word_length": _rate_table(pairs, lambda w: _band(len(w.replace("'", "")), LENGTH_BINS)),
+        "top_substitutions": [{"ref": a, "hyp": b, "count": c} for (a, b), c in subs.most_common(top)],
+        "top_deletions": [{"word": w, "count": c} for w, c in dels.most_common(top)],
+        "top_insertions": [{"word": w, "count": c} for w, c in inss.most_common(top)],
+    }
+    if vocab_counts is not None:
+        out["frequency_band"] = _rate_table(pairs, lambda w: _band(vocab_counts.get(w, 0), FREQ_BANDS))
+    if own_vocab is not None:
+        out["oov"] = _rate_table(pairs, lambda w: "in vocabulary" if w in own_vocab else "out of vocabulary")
+        n_oov = sum(1 for w, _ in pairs if w not in own_vocab)
+        out["oov_rate"] = n_oov / len(pairs) if pairs else None
+    durs = [r["duration_s"] for r in recs]
+    wers = [r["wer"] for r in recs]
+    if len(recs) >= 3 and np.std(durs) > 0 and np.std(wers) > 0:
+        rho, p = sps.spearmanr(durs, wers)
+        out["wer_vs_duration"] = {"spearman_rho": float(rho), "p_value": float(p), "n": len(recs)}
+    else:
+        out["wer_vs_duration"] = {"spearman_rho": None, "p_value": None, "n": len(recs),
+                                  "note": "constant WER or duration"}
+    return out
+
+
+def hardest_utterances(by_model: dict[str, list[dict[str, Any]]], top: int = 10) -> list[dict[str, Any]]:
+    """Utterances with the highest mean WER across models (each model's hypothesis shown)."""
+    acc: dict[str, dict[str, Any]] = {}
+    for model, recs in by_model.items():
+        for r in recs:
+            e = acc.setdefault(r["id"], {"id": r["id"], "dialect": r["dialect"], "ref": r["ref"],
+                                         "duration_s": r["duration_s"], "wers": {}, "hyps": {}})
+            e["wers"][model] = r["wer"]
+            e["hyps"][model] = r["hyp"]
+    rows = []
+    for e in acc.values():
+        e["mean_wer"] = float(np.mean(list(e["wers"].values())))
+        rows.append(e)
+    rows.sort(key=lambda e: (-e["mean_wer"], e["id"]))
+    return rows[:top]
+
+
+def vocabulary_from_texts(texts: Iterable[str]) -> dict[str, int]:
+    from speechbench.asr_eval.normalize import normalize_text
+
+    c: Counter[str] = Counter()
+    for t in texts:
+        c.update(normalize_text(t).split())
+    return dict(c)
+
+
+def checkpoint_vocabulary(path: str) -> dict[str, int] | None:
+    """Word counts of the training transcripts stored in a CTC checkpoint (``lm_texts``), or None."""
+    try:
+        import torch
+
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    texts = payload.get("lm_texts") if isinstance(payload, dict) else None
+    return vocabulary_from_texts(texts) if texts else None
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

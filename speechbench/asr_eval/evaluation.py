@@ -1,0 +1,407 @@
+"""The evaluation behind ``comprehensive_asr_evaluation.py``: data -> shards -> records -> statistics -> JSON.
+
+Partial results are written after every shard (status "running"), so a crash or an interrupt keeps what
+was measured; each later section (statistics, analysis, advice, trn export) is guarded, and a section that
+fails is recorded under ``failures`` with stage "analysis" while the rest still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechbench.asr_eval import analysis, dataset, runner
+from speechbench.asr_eval.advice import make_advice
+from speechbench.asr_eval.export import write_trn
+from speechbench.asr_eval.scoring import score
+from speechbench.common.results import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "asr_evaluation/1"
+# Default subset of the default corpus: 18 of its 60 sentences in each of the 9 voices = 162 utterances,
+# ~13 minutes of audio. Sized so that all seven default models (~0.7 RTF summed on 2 CPU cores, see
+# DEFAULT_RTF_ESTIMATE) plus start-up, the batch-size pass and the statistics finish well inside 15 minutes.
+DEFAULT_SENTENCES = 18
+# --quick: 2 of the quick corpus' 4 sentences x 3 voices x 2 conditions = 12 utterances (~50 s of audio), so
+# all seven default models plus start-up stay under 2 minutes.
+QUICK_SENTENCES = 2
+# Rough CPU cost per second of audio at 2 threads, for the run-time estimate printed before measuring
+# (measured on this project's 2-core machine; a guide for sizing, not a result).
+DEFAULT_RTF_ESTIMATE = {"whisper": 0.2, "pocketsphinx": 0.22, "ctc": 0.03}
+
+
+@dataclass
+class EvalConfig:
+    manifests: list[str] = field(default_factory=list)  # empty: the embedded corpus (preset below)
+    corpus_preset: str = "default"
+    models: list[str] = field(default_factory=lambda: list(runner.DEFAULT_MODELS))
+    sentences: int | None = DEFAULT_SENTENCES
+    max_utterances: int | None = None
+    dialects: list[str] | None = None
+    conditions: list[str] | None = None
+    workers: int = 1
+    threads: int = 0  # per worker; 0 = CPU count / workers
+    device: str = "cpu"
+    seed: int = 0
+    n_boot: int = 2000
+    alpha: float = 0.05
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8])
+    batch_utterances: int = 8
+    warmup: int = 1
+    latency_budget_ms: float | None = None
+    memory_budget_mb: float | None = None
+    trn_dir: str | None = None  # default: <output stem>_trn next to the JSON... set by the CLI
+    shard_timeout_s: float | None = None
+    quick: bool = False
+    progress: bool = True
+
+    @classmethod
+    def quick_preset(cls) -> EvalConfig:
+        return cls(corpus_preset="quick", sentences=QUICK_SENTENCES, n_boot=1000, batch_sizes=[1, 2],
+                   batch_utterances=2, quick=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_record(raw: dict[str, Any], item: dict[str, Any], model: str) -> dict[str, Any]:
+    s = score(item["text"], raw["hyp_raw"])
+    rec = {"model": model, "id": item["id"], "dialect": item["dialect"], "speaker": item["speaker"],
+           "condition": item["condition"], "sentence": item["sentence"],
+           "ref_raw": item["text"], "hyp_raw": raw["hyp_raw"], **s.to_json(),
+           "duration_s": raw["duration_s"], "latency_s": raw["latency_s"]}
+    rec["rtf"] = rec["latency_s"] / rec["duration_s"] if rec["duration_s"] else None
+    return rec
+
+
+def _model_meta_for_own(spec: runner.ModelSpec, info: dict[str, Any]) -> dict[str, Any]:
+    """Training accents and vocabulary of an own CTC model, read from its checkpoint."""
+    path = (info.get("options") or {}).get("checkpoint")
+    out: dict[str, Any] = {"checkpoint": path}
+    if not path:
+        return out
+    try:
+        import torch
+
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        accents = (((payload.get("meta") or {}).get("corpus") or {}).get("config") or {}).get("accents")
+        out["training_accents"] = list(accents) if accents else None
+        texts = payload.get("lm_texts") or []
+        out["training_vocabulary"] = analysis.vocabulary_from_texts(texts) if texts else None
+        out["training_sentences"] = len(texts)
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+class ASREvaluation:
+    def __init__(self, cfg: EvalConfig, output: Path, env: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.output = Path(output)
+        self.results: dict[str, Any] = {
+            "schema": SCHEMA, "status": "running", "env": env, "config": cfg.to_json(),
+            "dataset": {}, "models": {}, "failures": [], "warnings": [], "utterances": [], "summary": {"quick": cfg.quick},
+            "significance": {}, "analysis": {}, "advice": {}, "trn": {}, "timings": {},
+        }
+        self.items: dict[str, dict[str, Any]] = {}
+        self.specs: dict[str, runner.ModelSpec] = {}
+        self._raw_shards: dict[str, list[dict[str, Any]]] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def save(self) -> None:
+        write_json_atomic(self.output, self.results)
+
+    def _fail(self, stage: str, reason: str, **extra: Any) -> None:
+        self.results["failures"].append({"stage": stage, "reason": reason, **extra})
+
+    def _section(self, name: str, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        except Exception as e:  # one section failing must not lose the others
+            log.exception("section %s failed", name)
+            self._fail("analysis", f"{name}: {type(e).__name__}: {e}", section=name)
+            return None
+        finally:
+            self.results["timings"][name + "_s"] = time.perf_counter() - t0
+
+    # -- data --------------------------------------------------------------------------------------------
+    def prepare_data(self) -> list[dataset.EvalItem]:
+        cfg = self.cfg
+        ds: dict[str, Any] = self.results["dataset"]
+        if cfg.manifests:
+            manifests = [Path(m) for m in cfg.manifests]
+            missing = [str(m) for m in manifests if not m.exists()]
+            if missing:
+                raise FileNotFoundError(f"manifest not found: {', '.join(missing)}")
+            ds["source"] = "manifests"
+        else:
+            from speechbench.speech.corpus import build_corpus, preset
+
+            build = build_corpus(preset(cfg.corpus_preset), progress=cfg.progress)
+            manifests = [build.manifest]
+            ds["source"] = f"embedded corpus, preset {cfg.corpus_preset!r}"
+            ds["corpus"] = {"path": str(build.path), "cached": build.cached, "utterances": build.utterances,
+                            "build_failures": len(build.failures)}
+        items, failures, summaries = dataset.load_items(manifests)
+        self.results["failures"].extend(failures)
+        ds["manifests"] = summaries
+        ds["utterances_read"] = len(items)
+        if cfg.dialects:
+            items = [it for it in items if it.dialect in set(cfg.dialects)]
+        if cfg.conditions:
+            items = [it for it in items if it.condition in set(cfg.conditions)]
+        items, sel = dataset.select_sentences(items, cfg.sentences)
+        ds["subset"] = sel
+        items, cap = dataset.cap_utterances(items, cfg.max_utterances)
+        if cap:
+            ds["subset"]["cap"] = cap
+        items, audio_failures, warnings = dataset.check_audio(items, progress=cfg.progress)
+        self.results["failures"].extend(audio_failures)
+        self.results["warnings"].extend(warnings)
+        ds["utterances_evaluated"] = len(items)
+        ds["audio_s"] = sum(it.duration for it in items)
+        ds["dialects"] = {d: sum(1 for it in items if it.dialect == d) for d in dict.fromkeys(it.dialect for it in items)}
+        ds["conditions"] = {c: sum(1 for it in items if it.condition == c)
+                            for c in dict.fromkeys(it.condition for it in items)}
+        ds["speakers"] = len({it.speaker for it in items})
+        ds["sentences"] = len({it.sentence for it in items})
+        self.items = {it.id: it.to_json() for it in items}
+        return items
+
+    # -- measuring ---------------------------------------------------------------------------------------
+    def _on_shard(self, res: dict[str, Any]) -> None:
+        label = res["label"]
+        m = self.results["models"].setdefault(label, {"status": "running", "shards": []})
+        m["shards"].append({k: res.get(k) for k in ("shard_id", "status", "reason", "load_s", "warmup_s", "wall_s",
+                                                      "worker_wall_s", "memory")})
+        if res.get("info"):
+            m["info"] = res["info"]
+        if res.get("batch_effect") is not None:
+            m["batch_effect"] = res["batch_effect"]
+        for k in ("batch_effect_note", "batch_effect_error"):
+            if res.get(k):
+                m[k] = res[k]
+        if res.get("status") == "unavailable":  # e.g. its checkpoint disappeared after the first check
+            m["status"], m["reason"] = "unavailable", res.get("reason")
+        elif res.get("status") in ("failed", "crashed"):
+            self._fail("model", res.get("reason", "unknown"), model=label, shard=res.get("shard_id"))
+        for f in res.get("failures", []):
+            self.results["failures"].append(f)
+        for raw in res.get("records", []):
+            item = self.items.get(raw["id"])
+            if item is None:
+                continue
+            try:
+                self.results["utterances"].append(score_record(raw, item, label))
+            except Exception as e:
+                self._fail("scoring", f"{type(e).__name__}: {e}", model=label, id=raw["id"])
+        self.save()
+
+    def measure(self, items: list[dataset.EvalItem]) -> None:
+        cfg = self.cfg
+        specs = []
+        for text in cfg.models:
+            try:
+                spec = runner.parse_model_spec(text)
+            except ValueError as e:
+                self._fail("model", str(e), model=text)
+                continue
+            if spec.label in self.specs:
+                continue
+            reason = runner.unavailable_reason(spec, cfg.device)
+            self.specs[spec.label] = spec
+            self.results["models"][spec.label] = {"spec": spec.to_json(), "own": spec.own,
+                                                  "status": "unavailable" if reason else "pending",
+                                                  "reason": reason, "shards": []}
+            if reason:
+                log.warning("model %s unavailable: %s", spec.label, reason)
+                continue
+            specs.append(spec)
+        if not specs or not items:
+            return
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+        be = {"sizes": sorted(set(cfg.batch_sizes)), "utterances": cfg.batch_utterances} if cfg.batch_sizes else None
+        shards = runner.make_shards(specs, [it.to_json() for it in items], cfg.workers, cfg.device, threads, be,
+                                    cfg.warmup)
+        self.results["config"]["threads_per_worker"] = threads
+        self.results["config"]["shards"] = len(shards)
+        est = estimate_seconds(sum(it.duration for it in items), [s.backend for s in specs]) / max(1, cfg.workers)
+        log.info("%d utterances x %d model(s) in %d shard(s); rough estimate %.0f s of transcription on 2 CPU cores",
+                 len(items), len(specs), len(shards), est)
+        self.save()
+        t0 = time.perf_counter()
+        runner.run_shards(shards, cfg.workers, self._on_shard, progress=cfg.progress, timeout_s=cfg.shard_timeout_s)
+        self.results["timings"]["transcribe_s"] = time.perf_counter() - t0
+        for m in self.results["models"].values():
+            if m["status"] in ("pending", "running") and m["shards"]:
+                st = [s["status"] for s in m["shards"]]
+                m["status"] = "ok" if st and all(s == "ok" for s in st) else ("partial" if "ok" in st else "failed")
+                if m["status"] != "ok":
+                    m["reason"] = "; ".join(s.get("reason") or "" for s in m["shards"] if s["status"] != "ok")
+
+    # -- statistics --------------------------------------------------------------------------------------
+    def by_model(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in self.results["utterances"]:
+            out.setdefault(r["model"], []).append(r)
+        return {m: out[m] for m in self.results["models"] if m in out}
+
+    def summarize(self) -> None:
+        cfg = self.cfg
+        by_model = self.by_model()
+        s = self.results["summary"]
+        s.update({"device": cfg.device, "models_evaluated": list(by_model),
+                  "models_unavailable": {m: v["reason"] for m, v in self.results["models"].items()
+                                         if v["status"] == "unavailable"},
+                  "utterances_evaluated": self.results["dataset"].get("utterances_evaluated"),
+                  "items_failed": sum(1 for f in self.results["failures"] if f["stage"] in ("manifest", "audio")
+                                      and not f.get("model"))})
+        s["models"], s["per_dialect"], s["per_condition"], s["per_speaker"] = {}, {}, {}, {}
+        for label, recs in by_model.items():
+            m = self.results["models"][label]
+            info = m.get("info") or {}
+            mem = [sh["memory"] for sh in m["shards"] if sh.get("memory")]
+            row = analysis.aggregate(recs, cfg.n_boot, cfg.seed)
+            row.update(analysis.speed(recs))
+            row.update({
+                "peak_memory_mb": max((x["peak_rss_mb"] for x in mem), default=None),
+                "model_memory_mb": max((x["model_rss_mb"] for x in mem), default=None),
+                "cuda_peak_allocated_mb": max((x["cuda_peak_allocated_mb"] for x in mem
+                                               if x.get("cuda_peak_allocated_mb") is not None), default=None),
+                "params": info.get("params"), "precision": info.get("precision"), "backend": info.get("backend"),
+                "load_s": max((sh.get("load_s") or 0 for sh in m["shards"]), default=None),
+                "own": m.get("own", False), "status": m["status"],
+                "failures": sum(1 for f in self.results["failures"] if f.get("model") == label),
+            })
+            s["models"][label] = row
+            s["per_dialect"][label] = {d: analysis.aggregate(rs, cfg.n_boot, cfg.seed)
+                                       for d, rs in analysis.group_by(recs, "dialect").items()}
+            s["per_condition"][label] = {c: analysis.aggregate(rs, cfg.n_boot, cfg.seed)
+                                         for c, rs in analysis.group_by(recs, "condition").items()}
+            s["per_speaker"][label] = {k: analysis.aggregate(rs, cfg.n_boot, cfg.seed, with_ci=False)
+                                       for k, rs in analysis.group_by(recs, "speaker").items()}
+        ranked = sorted((m for m in s["models"] if s["models"][m]["wer"] is not None), key=lambda m: s["models"][m]["wer"])
+        if ranked:
+            s["best_model"] = ranked[0]
+            s["best_wer"] = s["models"][ranked[0]]["wer"]
+            s["best_wer_ci95"] = s["models"][ranked[0]].get("wer_ci95")
+            fastest = min(ranked, key=lambda m: s["models"][m]["rtf"] or float("inf"))
+            s["fastest_model"] = fastest
+            s["fastest_rtf"] = s["models"][fastest]["rtf"]
+
+    def significance(self) -> None:
+        cfg = self.cfg
+        by_model = self.by_model()
+        sig = analysis.significance_between_models(by_model, cfg.n_boot, cfg.seed, cfg.alpha)
+        sig["dialects"] = {m: analysis.dialect_effects(recs, cfg.alpha) for m, recs in by_model.items()}
+        self.results["significance"] = sig
+
+    def domain(self) -> None:
+        """In-domain vs held-out accents of the own models, with a non-own model's gap as a control."""
+        cfg = self.cfg
+        by_model = self.by_model()
+        summary = self.results["summary"]["models"]
+        own = [m for m in by_model if self.results["models"][m].get("own")]
+        others = sorted((m for m in by_model if m not in own), key=lambda m: summary[m]["wer"])
+        control = others[0] if others else None
+        out: dict[str, Any] = {"control_model": control, "models": {}}
+        meta = self.results["analysis"].setdefault("own_models", {})
+        try:
+            from speechbench.asr.ctc.data import IN_DOMAIN_ACCENTS
+        except Exception:
+            IN_DOMAIN_ACCENTS = ("en-us", "en", "piper")  # noqa: N806
+        for m in by_model:
+            accents = (meta.get(m) or {}).get("training_accents") or (list(IN_DOMAIN_ACCENTS) if m in own else None)
+            ref_accents = accents or list(IN_DOMAIN_ACCENTS)
+            gap = analysis.domain_gap(by_model[m], ref_accents, cfg.n_boot, cfg.seed,
+                                      control=by_model[control] if (m in own and control) else None)
+            if gap:
+                gap["own"] = m in own
+                gap["training_accents"] = accents
+                out["models"][m] = gap
+        self.results["significance"]["domain_gap"] = out
+
+    def analyze(self) -> None:
+        by_model = self.by_model()
+        own_meta: dict[str, Any] = self.results["analysis"].setdefault("own_models", {})
+        for m in by_model:
+            if self.results["models"][m].get("own") and m not in own_meta:
+                own_meta[m] = _model_meta_for_own(self.specs[m], self.results["models"][m].get("info") or {})
+        # frequency reference: the first own model's training text, else the project's training text
+        vocab, source = None, None
+        for m, meta in own_meta.items():
+            if meta.get("training_vocabulary"):
+                vocab, source = meta["training_vocabulary"], f"training transcripts of {m}"
+                break
+        if vocab is None:
+            from speechbench.speech.texts import training_sentences
+
+            n = 4000
+            vocab = analysis.vocabulary_from_texts(training_sentences(n, seed=0))
+            source = f"the project's generated training text (texts.training_sentences({n}, seed=0))"
+        refs = {w for r in self.results["utterances"] for w in r["ref"].split()}
+        out = self.results["analysis"]
+        out["vocabulary"] = {"source": source, "types": len(vocab),
+                             "reference_word_counts": {w: vocab.get(w, 0) for w in sorted(refs)}}
+        out["models"] = {}
+        for m, recs in by_model.items():
+            own_vocab = None
+            if m in own_meta and own_meta[m].get("training_vocabulary"):
+                own_vocab = set(own_meta[m]["training_vocabulary"])
+            out["models"][m] = analysis.error_analysis(recs, vocab, own_vocab)
+        out["hardest_utterances"] = analysis.hardest_utterances(by_model)
+        for meta in own_meta.values():  # the full vocabularies are large; the counts above suffice
+            if meta.get("training_vocabulary"):
+                meta["training_vocabulary_types"] = len(meta.pop("training_vocabulary"))
+
+    def advise(self) -> None:
+        cfg = self.cfg
+        by_model = self.by_model()
+        gaps = {m: g for m, g in (self.results["significance"].get("domain_gap") or {}).get("models", {}).items()}
+        own = {m for m in by_model if self.results["models"][m].get("own")}
+        self.results["advice"] = make_advice(by_model, self.results["summary"], self.results["significance"], gaps,
+                                             own, cfg.latency_budget_ms, cfg.memory_budget_mb, cfg.alpha)
+
+    def export(self) -> None:
+        if not self.cfg.trn_dir:
+            return
+        files = write_trn(Path(self.cfg.trn_dir), self.by_model())
+        self.results["trn"] = {"dir": self.cfg.trn_dir, "files": files,
+                               "sclite": "sclite -r <model>.ref.trn trn -h <model>.hyp.trn trn -i spu_id -o sum stdout"}
+
+    # -- all -----------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.save()
+        items = self.prepare_data()
+        self.results["timings"]["data_s"] = time.perf_counter() - t0
+        self.save()
+        self.measure(items)
+        self._section("summary", self.summarize)
+        self.save()
+        if self.results["summary"].get("models"):
+            self._section("significance", self.significance)
+            self._section("analysis", self.analyze)
+            self._section("domain_gap", self.domain)
+            self._section("advice", self.advise)
+            self._section("trn_export", self.export)
+        self.results["timings"]["total_s"] = time.perf_counter() - t0
+        model_fail = any(f["stage"] in ("model", "transcribe", "analysis", "scoring") for f in self.results["failures"])
+        self.results["status"] = "complete_with_failures" if model_fail else "complete"
+        self.save()
+        return self.results
+
+
+def estimate_seconds(audio_s: float, models: list[str]) -> float:
+    """A rough run-time estimate (transcription, start-up and warm-up) from DEFAULT_RTF_ESTIMATE."""
+    total = 0.0
+    for m in models:
+        key = "whisper" if "whisper" in m else ("ctc" if m.startswith("ctc") else "pocketsphinx")
+        total += DEFAULT_RTF_ESTIMATE[key] * audio_s + 3.0
+    return total

@@ -1,0 +1,220 @@
+"""Models to evaluate, shards (the work units) and the local executor that runs them in worker processes.
+
+A model spec on the command line is one of:
+
+* a registered recognizer: ``pocketsphinx``, ``whisper-tiny.en``, ``ctc-small`` ... (see
+  ``speechbench.asr.registry``; ``ctc-*`` names come from ``speechbench.asr.ctc``);
+* an alias that fixes an option: ``whisper-tiny.en-int8`` / ``-fp32`` / ``-fp16`` (compute type);
+* ``whisper:<folder>`` for other CTranslate2 Whisper weights, ``ctc:<file.pt>`` for another CTC checkpoint;
+* any of these followed by ``@key=value,key=value`` to pass backend options, e.g.
+  ``ctc-large@decoder=beam`` or ``whisper-tiny.en@compute_type=int8,beam_size=1``.
+
+A shard is a plain dict (JSON): its id, the model spec, the utterances (id, absolute audio path, text...),
+device, threads, warm-up and the batch-effect request. ``worker.py`` turns it into records. The local
+executor runs up to ``workers`` shards at once, each in a fresh ``python -m speechbench.asr_eval.worker``
+process, and calls back as each finishes so the caller can save partial results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "whisper-tiny.en-int8": ("whisper-tiny.en", {"compute_type": "int8"}),
+    "whisper-tiny.en-fp32": ("whisper-tiny.en", {"compute_type": "float32"}),
+    "whisper-tiny.en-fp16": ("whisper-tiny.en", {"compute_type": "float16"}),
+}
+DEFAULT_MODELS: tuple[str, ...] = ("whisper-tiny.en-int8", "whisper-tiny.en-fp32", "pocketsphinx", "ctc-small",
+                                   "ctc-medium", "ctc-large", "ctc-streaming")
+
+
+@dataclass
+class ModelSpec:
+    label: str  # the name results are keyed by
+    backend: str  # registry name, whisper:<path> or ctc:<path>
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def own(self) -> bool:
+        """One of the project's own CTC models (trained on a known set of accents)."""
+        return self.backend.startswith("ctc")
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """``name[@k=v,k=v]`` -> ModelSpec (see the module docstring)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty model name")
+    name, _, opts_text = text.partition("@")
+    options: dict[str, Any] = {}
+    for part in filter(None, opts_text.split(",")):
+        key, eq, val = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"model option {part!r} in {text!r} is not key=value")
+        options[key.strip()] = _value(val.strip())
+    backend, fixed = ALIASES.get(name, (name, {}))
+    return ModelSpec(label=text, backend=backend, options={**fixed, **options})
+
+
+def unavailable_reason(spec: ModelSpec, device: str) -> str | None:
+    """Why this model cannot run here (cheap: no weights are loaded); None if it should."""
+    if spec.backend.startswith("ctc:"):
+        path = Path(spec.backend[4:])
+        return None if path.exists() else f"no CTC checkpoint at {path}"
+    if spec.backend.startswith("ctc"):
+        import speechbench.asr.ctc  # noqa: F401 - registers ctc-small / -medium / -large / -streaming
+    from speechbench.asr.registry import unavailable_reason as registry_reason
+
+    reason = registry_reason(spec.backend)
+    if reason:
+        return reason
+    ct = spec.options.get("compute_type", "")
+    if device == "cpu" and "float16" in str(ct):
+        return f"compute_type={ct} needs CUDA (this run is on CPU)"
+    return None
+
+
+def make_shards(specs: list[ModelSpec], utterances: list[dict[str, Any]], workers: int, device: str,
+                threads: int, batch_effect: dict[str, Any] | None, warmup: int = 1) -> list[dict[str, Any]]:
+    """Split each model's utterances into ``workers`` shards (interleaved, so each shard sees every
+    dialect); the first shard of each model also measures the batch-size effect."""
+    shards = []
+    n = max(1, min(workers, len(utterances)))
+    for spec in specs:
+        for k in range(n):
+            part = utterances[k::n]
+            if not part:
+                continue
+            shards.append({
+                "shard_id": f"{spec.label}#{k}", "shard_index": k, "shard_count": n,
+                "model": spec.to_json(), "utterances": part, "device": device, "threads": threads,
+                "warmup": warmup, "batch_effect": batch_effect if k == 0 else None,
+            })
+    return shards
+
+
+@dataclass
+class ShardRun:
+    shard: dict[str, Any]
+    proc: subprocess.Popen
+    out_path: Path
+    log_path: Path
+    reader: threading.Thread
+    started: float
+
+
+def _read_progress(proc: subprocess.Popen, bar: Any, lock: threading.Lock) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("progress "):
+            try:
+                n = int(line.split()[1])
+            except (IndexError, ValueError):
+                continue
+            if n and bar is not None:
+                with lock:
+                    bar.update(n)
+
+
+def _collect(run: ShardRun, rc: int) -> dict[str, Any]:
+    """The worker's output, or what survives of it (records appended so far) if it died."""
+    try:
+        return json.loads(run.out_path.read_text())
+    except (OSError, ValueError):
+        pass
+    records = []
+    rec_path = Path(str(run.out_path) + ".records.jsonl")
+    if rec_path.exists():
+        for line in rec_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    tail = ""
+    try:
+        tail = run.log_path.read_text()[-1500:]
+    except OSError:
+        pass
+    return {"shard_id": run.shard["shard_id"], "label": run.shard["model"]["label"], "status": "crashed",
+            "reason": f"worker exited with code {rc}; {len(records)} record(s) kept. stderr tail: {tail}",
+            "records": records, "failures": []}
+
+
+def run_shards(shards: list[dict[str, Any]], workers: int, on_done: Callable[[dict[str, Any]], None],
+               progress: bool = True, timeout_s: float | None = None, env: dict[str, str] | None = None,
+               total_units: int | None = None) -> None:
+    """Run every shard in its own worker process, at most ``workers`` at a time, in order."""
+    from tqdm import tqdm
+
+    work = Path(tempfile.mkdtemp(prefix="asr_eval_shards_"))
+    lock = threading.Lock()
+    total = total_units if total_units is not None else sum(len(s["utterances"]) for s in shards)
+    bar = tqdm(total=total, desc="transcribing", unit="utt", disable=not progress, dynamic_ncols=True)
+    pending = list(shards)
+    running: list[ShardRun] = []
+    base_env = {**os.environ, **(env or {})}
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                shard = pending.pop(0)
+                sid = f"{len(shards) - len(pending) - 1:03d}"
+                shard_path, out_path, log_path = (work / f"shard-{sid}.json", work / f"out-{sid}.json",
+                                                  work / f"log-{sid}.txt")
+                shard_path.write_text(json.dumps(shard))
+                threads = str(shard["threads"])
+                proc_env = {**base_env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                            "PYTHONPATH": str(ROOT) + os.pathsep + base_env.get("PYTHONPATH", "")}
+                with open(log_path, "w") as logf:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "speechbench.asr_eval.worker", str(shard_path), str(out_path)],
+                        cwd=ROOT, stdout=subprocess.PIPE, stderr=logf, text=True, env=proc_env)
+                reader = threading.Thread(target=_read_progress, args=(proc, bar, lock), daemon=True)
+                reader.start()
+                with lock:
+                    bar.set_postfix_str(shard["shard_id"])
+                log.debug("started %s (pid %d)", shard["shard_id"], proc.pid)
+                running.append(ShardRun(shard, proc, out_path, log_path, reader, time.perf_counter()))
+            time.sleep(0.05)
+            for run in list(running):
+                rc = run.proc.poll()
+                if rc is None and timeout_s and time.perf_counter() - run.started > timeout_s:
+                    run.proc.kill()
+                    rc = run.proc.wait()
+                if rc is None:
+                    continue
+                run.reader.join(timeout=5)
+                running.remove(run)
+                result = _collect(run, rc)
+                result["worker_wall_s"] = time.perf_counter() - run.started
+                on_done(result)
+    finally:
+        for run in running:  # interrupted: stop our own workers
+            run.proc.kill()
+        bar.close()
+        shutil.rmtree(work, ignore_errors=True)
