@@ -1,0 +1,307 @@
+"""Render docs/streaming_report.md (and its plots) from results/streaming_performance.json, and nothing else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from speechbench.common.results import write_text_atomic
+
+
+def _f(x: Any, nd: int = 1, suffix: str = "") -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}{suffix}"
+        return f"{x:.{nd}f}{suffix}"
+    return f"{x}{suffix}"
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _met(m: Any) -> str:
+    return "**met**" if m is True else "**not met**" if m is False else "not measured"
+
+
+def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "streaming") -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+    sweep = res.get("sweep") or []
+    base = res.get("baseline") or []
+    bound = res.get("config", {}).get("latency_bound_ms", 100)
+    if sweep:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        n = [r["streams"] for r in sweep]
+        for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+            ax.plot(n, [r[f"chunk_latency_ms_{key}"] for r in sweep], style, label=f"engine {key}")
+        if base:
+            ax.plot([r["streams"] for r in base], [r["chunk_latency_ms_p95"] for r in base], "x--",
+                    color="tab:gray", label="per-stream baseline p95")
+        ax.axhline(bound, color="tab:red", ls=":", label=f"{bound:g} ms bound")
+        for r in sweep:
+            if r["shed_chunks"] or r["refused_streams"]:
+                ax.annotate("shed/refused", (r["streams"], r["chunk_latency_ms_p95"] or 0), fontsize=7,
+                            textcoords="offset points", xytext=(3, 6))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("chunk latency, ms")
+        ax.set_title("Chunk latency vs load (arrival of audio -> its partial)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{prefix}_latency.png", dpi=120)
+        plt.close(fig)
+        made["latency"] = f"{prefix}_latency.png"
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        a1.plot(n, [r.get("throughput_audio_s_per_s") or 0 for r in sweep], "o-", label="engine")
+        if base:
+            a1.plot([r["streams"] for r in base], [r.get("throughput_audio_s_per_s") or 0 for r in base], "x--",
+                    color="tab:gray", label="per-stream baseline")
+        a1.plot(n, n, ":", color="black", lw=0.8, label="offered (real time)")
+        a1.set_xscale("log")
+        a1.set_yscale("log")
+        a1.set_xlabel("concurrent streams")
+        a1.set_ylabel("audio seconds processed per second")
+        a1.set_title("Throughput")
+        a1.legend(fontsize=8)
+        a2.plot(n, [r.get("batch_size_mean") or 0 for r in sweep], "o-", label="mean batch size")
+        a2.set_xscale("log")
+        a2.set_yscale("log")
+        a2.set_xlabel("concurrent streams")
+        a2.set_ylabel("streams per model step")
+        a2b = a2.twinx()
+        a2b.plot(n, [r.get("batch_utilization") or 0 for r in sweep], "s--", color="tab:green",
+                 label="utilization")
+        a2b.set_ylim(0, 1.05)
+        a2b.set_ylabel("batch utilization", color="tab:green")
+        a2.set_title("Batching")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{prefix}_throughput.png", dpi=120)
+        plt.close(fig)
+        made["throughput"] = f"{prefix}_throughput.png"
+    return made
+
+
+def _stage_rows(run: dict[str, Any]) -> list[tuple[str, str, str]]:
+    e = run.get("engine") or {}
+    st = e.get("stage_ms") or {}
+    rows = [("queueing (arrival -> step start: buffering to a model chunk, waiting for the batch)",
+             _f((e.get("queue_wait_ms") or {}).get("p50")), _f((e.get("queue_wait_ms") or {}).get("p95")))]
+    names = {"features": "features (batched log-mel)", "model": "model (gather, forward_chunk, scatter)",
+             "decode": "greedy decoding", "endpoint": "endpointing", "emit": "partials, finals, events"}
+    for k, label in names.items():
+        h = st.get(k) or {}
+        rows.append((label, _f(h.get("p50"), 2), _f(h.get("p95"), 2)))
+    sm = e.get("step_ms") or {}
+    rows.append(("one step, all stages", _f(sm.get("p50"), 2), _f(sm.get("p95"), 2)))
+    rows.append(("**chunk latency (end to end)**", _f(run.get("chunk_latency_ms_p50")),
+                 _f(run.get("chunk_latency_ms_p95"))))
+    return rows
+
+
+def headline_markdown(res: dict[str, Any]) -> str:
+    s = res.get("summary", {})
+    env = res.get("env", {})
+    st = s.get("single_stream") or {}
+    at = s.get("at_max_sustained") or {}
+    lines = [
+        f"Latest full run: {s.get('device')} ({env.get('device_name')}, {s.get('threads')} threads), commit "
+        f"`{(env.get('git_sha') or 'unknown')[:10]}`, {env.get('time_utc')}.",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| concurrent real-time streams with p95 chunk latency < {s.get('latency_bound_ms', 100):g} ms, "
+        f"nothing shed | **{s.get('max_streams_p95_under_100ms')}** (per-stream baseline: "
+        f"{s.get('baseline_max_streams_p95_under_100ms')}) |",
+        f"| at that load: chunk latency p50 / p95 / p99 | {_f(at.get('chunk_latency_ms_p50'))} / "
+        f"{_f(at.get('chunk_latency_ms_p95'))} / {_f(at.get('chunk_latency_ms_p99'))} ms |",
+        f"| at that load: batch utilization, peak memory | {_pct(at.get('batch_utilization'))}, "
+        f"{_f(at.get('peak_memory_mb'), 0)} MB |",
+        f"| one stream: first partial p95; finalization p95 after the endpoint (from the end of speech); RTF | "
+        f"{_f(st.get('first_partial_ms_p95'), 0)} ms; {_f(st.get('finalization_after_endpoint_ms_p95'), 0)} ms "
+        f"({_f(st.get('finalization_ms_p95'), 0)} ms, endpoint rule {_f(st.get('endpoint_silence_ms'), 0)} ms of "
+        f"silence); {_f(st.get('rtf'), 3)} |",
+        f"| WER streaming vs offline (same model, same audio) | {_pct(s.get('wer_streaming'))} vs "
+        f"{_pct(s.get('wer_offline'))} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
+    s = res.get("summary", {})
+    env = res.get("env", {})
+    cfg = res.get("config", {})
+    report_path = Path(report_path)
+    figs = make_plots(res, report_path.parent / "figures", prefix=report_path.stem) if plots else {}
+    rel = os.path.relpath(report_path.parent / "figures", report_path.parent)
+    m = res.get("model", {})
+    setup = res.get("setup") or {}
+    L: list[str] = []
+    add = L.append
+    add("# Part 3: streaming ASR under real-time load")
+    add("")
+    add(f"Generated from `{cfg.get('output', 'results/streaming_performance.json')}` by "
+        "`production_streaming_asr.py`; every number below is read from that file.")
+    add("")
+    add(f"- Device: **{s.get('device')}** ({env.get('device_name')}), {env.get('cpu_count')} CPU threads visible, "
+        f"torch threads {s.get('threads')}, torch {env.get('torch')}, Python {env.get('python')}")
+    add(f"- Commit: `{(env.get('git_sha') or 'unknown')[:12]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
+        f"run at {env.get('time_utc')}; status: {res.get('status')}; total {res.get('total_seconds')} s")
+    add(f"- Model: `{m.get('checkpoint')}`, causal conv + {m.get('config', {}).get('layers')}x"
+        f"{m.get('config', {}).get('hidden')} unidirectional LSTM CTC, {_f((m.get('params') or 0) / 1e6, 2)} M "
+        f"parameters; greedy decoding")
+    add(f"- Audio: {setup.get('pool_utterances')} utterances ({_f(setup.get('pool_audio_s'), 0)} s; accents "
+        f"{', '.join(setup.get('pool_accents') or [])}) from `{setup.get('manifest')}`, replayed by every stream "
+        f"in a different order with {cfg.get('gap_s', [0, 0])[0]}-{cfg.get('gap_s', [0, 0])[1]} s silences; "
+        f"{cfg.get('duration_s')} s of audio per stream per level; client chunks of {cfg.get('chunk_ms')} ms; "
+        f"starts staggered over {cfg.get('ramp_s')} s")
+    add(f"- Engine: model step {cfg.get('model_chunk_ms')} ms of audio per stream, max batch {cfg.get('max_batch')}, "
+        f"max wait {cfg.get('max_wait_ms')} ms, {cfg.get('max_streams')} slots, per-stream queue bound "
+        f"{cfg.get('max_queue_ms')} ms, endpointer `{cfg.get('endpoint')}` ({cfg.get('endpoint_silence_ms')} ms)")
+    if s.get("quick"):
+        add("- **This is a `--quick` smoke run**: tiny sizes, numbers are not for citing.")
+    for n in res.get("notes", []):
+        add(f"- Note: {n}")
+    add("")
+    add("## Targets")
+    add("")
+    add("| target | measured | threshold | result | what is measured |")
+    add("|---|---|---|---|---|")
+    for name, t in (s.get("targets") or {}).items():
+        v = t.get("value")
+        add(f"| {name.replace('_', ' ')} | {_f(v, 3) if isinstance(v, float) else _f(v)} | {t.get('threshold')} | "
+            f"{_met(t.get('met'))} | {t.get('what')} |")
+    add("")
+    add("## Load sweep")
+    add("")
+    add("Latency of a client chunk = time its partial is emitted - time its last sample existed in real time "
+        "(buffering until a model chunk is complete, queueing for the batch and compute all count). "
+        "First partial: from speech onset (reference timing) to the first non-empty partial of that utterance. "
+        "Finalization: from the end of speech to the final (includes the endpointer's silence wait). "
+        "RTF: engine compute time / audio time. Batch utilization: streams per step / min(max batch, live "
+        "streams). Sustained: p95 < bound and nothing shed, dropped, refused or failed.")
+    add("")
+    hdr = ("| streams | p50 | p95 | p99 ms | first partial p95 | final p95 | RTF | batch mean | util | shed | "
+           "dropped | refused | peak MB | WER | offline WER | sustained |")
+    add(hdr)
+    add("|" + "---|" * (hdr.count("|") - 1))
+    for r in res.get("sweep") or []:
+        add(f"| {r['streams']} | {_f(r['chunk_latency_ms_p50'])} | {_f(r['chunk_latency_ms_p95'])} | "
+            f"{_f(r['chunk_latency_ms_p99'])} | {_f(r['first_partial_ms_p95'], 0)} | {_f(r['finalization_ms_p95'], 0)} | "
+            f"{_f(r['rtf'], 3)} | {_f(r['batch_size_mean'])} | {_pct(r['batch_utilization'])} | {r['shed_chunks']} | "
+            f"{r['dropped_chunks']} | {r['refused_streams']} | {_f(r['peak_memory_mb'], 0)} | {_pct(r['wer'])} | "
+            f"{_pct(r['wer_offline'])} | {_f(r['sustained'])} |")
+    add("")
+    if "latency" in figs:
+        add(f"![latency vs streams]({rel}/{figs['latency']})")
+        add("")
+    if "throughput" in figs:
+        add(f"![throughput and batching]({rel}/{figs['throughput']})")
+        add("")
+    add("## Cross-stream batching vs the per-stream baseline")
+    add("")
+    add("The baseline is the same engine, model and load generator with max batch 1 and no wait: every stream "
+        "is stepped on its own (no cross-stream batching). Its sweep stops at the first level it cannot "
+        "sustain.")
+    add("")
+    add("| streams | p50 | p95 ms | RTF | shed | refused | sustained |")
+    add("|---|---|---|---|---|---|---|")
+    for r in res.get("baseline") or []:
+        add(f"| {r['streams']} | {_f(r['chunk_latency_ms_p50'])} | {_f(r['chunk_latency_ms_p95'])} | {_f(r['rtf'], 3)} | "
+            f"{r['shed_chunks']} | {r['refused_streams']} | {_f(r['sustained'])} |")
+    add("")
+    add(f"Sustained: engine **{s.get('max_streams_p95_under_100ms')}** streams, baseline "
+        f"**{s.get('baseline_max_streams_p95_under_100ms')}**; gain {_f(s.get('batching_gain_streams'), 1)}x.")
+    add("")
+    best = s.get("max_streams_p95_under_100ms")
+    at = next((r for r in res.get("sweep") or [] if r["streams"] == best), None)
+    if at:
+        add(f"## Latency budget by stage ({best} streams)")
+        add("")
+        add("| stage | p50 ms | p95 ms |")
+        add("|---|---|---|")
+        for row in _stage_rows(at):
+            add(f"| {row[0]} | {row[1]} | {row[2]} |")
+        add("")
+        add("Stage times are per step (a step serves the whole batch); queueing is per client chunk.")
+        add("")
+    ov = res.get("overload") or {}
+    if ov:
+        add("## Overload: twice the sustainable load")
+        add("")
+        add(f"{ov.get('streams')} streams offered (2 x {ov.get('sustainable_streams')}): engine stayed up: "
+            f"**{_f(ov.get('stayed_up'))}**; admitted {ov.get('admitted_streams')}, refused "
+            f"{ov.get('refused_streams')} ({ov.get('refusals')}), shed chunks {ov.get('shed_chunks')}; admitted "
+            f"streams' chunk latency p50 / p95 / max {_f(ov.get('chunk_latency_ms_p50'))} / "
+            f"{_f(ov.get('chunk_latency_ms_p95'))} / {_f(ov.get('chunk_latency_ms_max'))} ms (bounded by the "
+            f"queue bound: {_f(ov.get('latency_bound_for_admitted_ms'))} ms).")
+        add("")
+    par = res.get("parity") or {}
+    off = res.get("offline") or {}
+    add("## Streaming vs offline")
+    add("")
+    if par:
+        add(f"- Exactness: the engine (unpaced, {par.get('method')}) gave transcripts identical to the offline "
+            f"whole-utterance pass for {par.get('identical')} of {par.get('utterances')} utterances.")
+    if off:
+        add(f"- Offline WER of the same model on the pool: {_pct(off.get('wer_pool', {}).get('wer'))} "
+            f"(offline RTF {_f(off.get('rtf'), 4)}).")
+    add(f"- Under real-time load (sustained levels {s.get('wer_levels')}, {s.get('wer_words')} words): streaming "
+        f"WER {_pct(s.get('wer_streaming'))}, offline WER on the same utterances {_pct(s.get('wer_offline'))} "
+        f"(gap {_f(s.get('wer_gap_points'), 2)} points). Differences come from endpointing: the model state is "
+        "reset at each endpoint, so a pause longer than the endpoint silence splits an utterance.")
+    add("")
+    soak = res.get("soak") or {}
+    if soak:
+        add("## Soak")
+        add("")
+        add(f"{soak.get('streams')} streams for {_f(soak.get('duration_s'), 0)} s: host RSS slope "
+            f"{_f(soak.get('rss_slope_mb_per_min'), 2)} MB/min after warm-up, growth {_f(soak.get('rss_growth_mb'), 1)} "
+            f"MB; p95 chunk latency {_f(soak.get('chunk_latency_ms_p95'))} ms; shed {soak.get('shed_chunks')}.")
+        add("")
+    add("## Design")
+    add("")
+    add("- **Engine** (`speechbench/streaming/engine.py`): thread-safe `add_stream` / `process_chunk` "
+        "(non-blocking, returns the latest partial) / `reset_stream` (barge-in) / `finalize_stream` / `stop`; "
+        "events (partial, final, error, closed, reset) by callback or bounded queue. Per-stream state lives in "
+        "preallocated slots: model state (conv caches, LSTM h/c), the feature front end's 240-sample window "
+        "overlap, the greedy decoder's last frame symbol, the endpointer's counters, and a bounded audio queue.")
+    add("- **Scheduler**: one thread; a step takes the streams holding a complete model chunk (up to max batch), "
+        "waiting at most max wait for the rest of the live streams, computes log-mel for the batch in one call, "
+        "gathers states by slot index, runs one `forward_chunk`, scatters, decodes, endpoints and emits. Streams "
+        "join and leave between steps; the pool never changes shape (model steps are whole output frames, so "
+        "every state tensor keeps one shape).")
+    add("- **Endpointing**: trailing CTC blanks after at least one character (free: reuses the decoder's "
+        "argmax); silero-vad batched across streams as an option. On an endpoint the final is emitted and the "
+        "slot's model and decoder state reset; the stream continues into its next utterance.")
+    add("- **Degradation**: admission control (slots; and no new stream while the oldest queued audio is older "
+        "than the overload threshold or the scheduler was busy more than max duty of the last second), a per-stream queue bound beyond which chunks are shed and counted, bad "
+        "chunks (dtype, shape, rate, NaN/inf, oversize) failing only their stream, an idle timeout.")
+    add("- **Production**: run one engine per core group (or per GPU) behind a router with sticky sessions "
+        "(stream state lives in one process); export the engine's counters (`stats()`: latency histograms, "
+        "batch sizes, utilization, backlog, shed/refused/failed counts) to monitoring and alert on p95 latency, "
+        "shed rate and refusals. At 10x traffic the admission control refuses what one engine cannot serve "
+        "(so admitted calls keep their latency) and the router scales out on the refusal rate; a GPU engine "
+        "with large batches is the next step (see the GPU run, if present).")
+    add("")
+    fails = res.get("failures") or []
+    if fails:
+        add("## Failures")
+        add("")
+        for f in fails:
+            add(f"- section `{f['section']}`: {f['error']}")
+        add("")
+    text = "\n".join(L) + "\n"
+    write_text_atomic(report_path, text)
+    return text

@@ -1,0 +1,95 @@
+"""Smoke test of the Part 3 CLI at --quick size: the JSON carries the promised fields, the report renders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from speechbench.streaming.loadgen import StreamScript, UttAudio, speech_bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / "models" / "ctc-streaming.pt"
+RUN_KEYS = ["streams", "chunk_ms", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "chunk_latency_ms_p99",
+            "first_partial_ms_p95", "finalization_ms_p95", "rtf", "batch_utilization", "shed_chunks",
+            "dropped_chunks", "peak_memory_mb", "wer"]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "production_streaming_asr.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("streaming")
+    ckpt = str(CHECKPOINT) if CHECKPOINT.exists() else "random"
+    proc = run_cli("--quick", "--checkpoint", ckpt, "--output", str(out / "s.json"),
+                   "--report", str(out / "docs" / "s.md"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "s.json").read_text())
+
+
+def test_quick_json_fields(quick_run):
+    _, res = quick_run
+    assert res["schema"] == "streaming_performance/1" and res["status"] == "complete"
+    assert res["failures"] == []
+    s = res["summary"]
+    for k in ("max_streams_p95_under_100ms", "wer_streaming", "wer_offline", "runs", "targets"):
+        assert k in s, k
+    assert isinstance(s["runs"], list) and len(s["runs"]) == len(res["config"]["streams"])
+    for r in s["runs"]:
+        missing = [k for k in RUN_KEYS if k not in r]
+        assert not missing, missing
+        assert r["chunk_latency_ms_p50"] <= r["chunk_latency_ms_p95"] <= r["chunk_latency_ms_p99"]
+        assert r["rtf"] > 0 and 0 < r["batch_utilization"] <= 1.0 and r["peak_memory_mb"] > 0
+    assert isinstance(s["max_streams_p95_under_100ms"], int)  # the level itself depends on how busy the CPU is
+    assert res["parity"]["identical_rate"] == 1.0  # engine == offline pass, exactly
+    assert res["overload"]["stayed_up"]
+    for k in ("env", "config", "setup", "offline", "sweep", "baseline"):
+        assert res.get(k), k
+    if CHECKPOINT.exists():
+        assert s["single_stream"]["first_partial_ms_p95"] is not None
+
+
+def test_report_is_rendered_from_json_and_report_only_rerenders(quick_run):
+    out, res = quick_run
+    report = (out / "docs" / "s.md").read_text()
+    assert "## Load sweep" in report and "## Targets" in report
+    assert f"engine **{res['summary']['max_streams_p95_under_100ms']}** streams" in report
+    assert (out / "docs" / "figures" / "s_latency.png").exists()
+    (out / "docs" / "s.md").unlink()
+    proc = run_cli("--report-only", "--output", str(out / "s.json"), "--report", str(out / "docs" / "s.md"))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "docs" / "s.md").read_text() == report
+
+
+def test_cli_input_errors_are_clear(tmp_path):
+    proc = run_cli("--quick", "--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "x.json"))
+    assert proc.returncode != 0 and "checkpoint not found" in proc.stderr
+    proc = run_cli("--quick", "--checkpoint", "random", "--model-chunk-ms", "50", "--output", str(tmp_path / "x.json"))
+    assert proc.returncode != 0 and "multiple of 20" in proc.stderr
+    proc = run_cli("--report-only", "--output", str(tmp_path / "none.json"))
+    assert proc.returncode != 0 and "run the benchmark first" in proc.stderr
+    assert run_cli("--help").stdout.count("--") > 30
+
+
+def test_reference_timing_and_stream_script():
+    sr = 16000
+    rng = np.random.default_rng(0)
+    x = (1e-3 * rng.standard_normal(3 * sr)).astype(np.float32)
+    x[sr // 2: 2 * sr] += 0.3 * np.sin(np.arange(sr + sr // 2) / 5).astype(np.float32)
+    on, off = speech_bounds(x)
+    assert abs(on - sr // 2) <= 160 and abs(off - 2 * sr) <= 160
+    pool = [UttAudio("u0", "a", x, on, off), UttAudio("u1", "b", x[: sr], 0, sr)]
+    floor = np.zeros(sr, np.float32)
+    script = StreamScript(pool, np.array([0, 1]), np.random.default_rng(1), (0.3, 0.3), floor)
+    got = np.concatenate([script.read(640) for _ in range(200)])
+    assert np.array_equal(got[: 3 * sr], x)  # the first utterance, then a gap, then the next
+    assert [s.utt for s in script.spans[:2]] == [0, 1]
+    assert script.spans[1].start == script.spans[0].next_start == 3 * sr + int(0.3 * sr)
+    assert np.array_equal(got[script.spans[1].start: script.spans[1].start + sr], x[:sr])

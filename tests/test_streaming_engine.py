@@ -1,0 +1,430 @@
+"""The streaming engine: exactness against the offline pass, batching, joins/leaves, isolation, admission,
+shedding, endpointing, barge-in. A seeded random-weight causal model keeps these independent of training."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speechbench.asr.ctc.decode import greedy_decode
+from speechbench.asr.ctc.features import FeatureConfig, LogMel
+from speechbench.asr.ctc.model import CTCModel, ModelConfig
+from speechbench.asr.ctc.tokenizer import Tokenizer
+from speechbench.streaming import (
+    AdmissionError,
+    BadChunkError,
+    EngineConfig,
+    StreamingEngine,
+    UnknownStreamError,
+)
+from speechbench.streaming.endpoint import BlankEndpointer, EndpointDecision
+from speechbench.streaming.metrics import Histogram
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = ModelConfig(name="t", conv_channels=(8, 8), proj=48, hidden=48, layers=2, bidirectional=False, causal=True)
+FEAT = FeatureConfig()
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def model() -> CTCModel:
+    torch.manual_seed(1)
+    m = CTCModel(CFG).eval()
+    m.set_feature_stats(torch.full((80,), -4.0), torch.full((80,), 3.0))
+    with torch.no_grad():  # larger gains so the random model emits varied characters, not one symbol
+        m.head.weight.mul_(30.0)
+        m.proj.weight.mul_(4.0)
+    return m
+
+
+def audio(seed: int, seconds: float) -> np.ndarray:
+    """100 ms segments of random level, tone and noise: enough variety for the random model's output."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    out = np.zeros(n, np.float32)
+    for k in range(0, n, 1600):
+        m = min(1600, n - k)
+        t = np.arange(m) / SR
+        amp = 10 ** rng.uniform(-3, -0.5)
+        out[k: k + m] = amp * (rng.standard_normal(m) * rng.random() + np.sin(2 * np.pi * rng.uniform(100, 3000) * t))
+    return out
+
+
+def offline(model: CTCModel, wave: np.ndarray, step: int = 640) -> tuple[torch.Tensor, str]:
+    """Whole-utterance pass (log-probs, greedy text), with the zero padding the engine adds to the last
+    model chunk (``step`` samples)."""
+    padded = np.concatenate([wave, np.zeros((-len(wave)) % step, np.float32)])
+    with torch.no_grad():
+        feats, flen = LogMel(FEAT)(torch.from_numpy(padded)[None])
+        lp, olen = model(feats, flen)
+    return lp[0], Tokenizer().decode(greedy_decode(lp, olen)[0])
+
+
+def offline_text(model: CTCModel, wave: np.ndarray) -> str:
+    return offline(model, wave)[1]
+
+
+def ecfg(**kw) -> EngineConfig:
+    """Engine settings for tests: load-based admission off (a busy CI machine must not refuse streams),
+    except where a test sets it."""
+    kw.setdefault("max_duty", 2.0)
+    kw.setdefault("overload_ms", 1e9)
+    return EngineConfig(**kw)
+
+
+def feed(eng: StreamingEngine, sid: str, wave: np.ndarray, chunk: int, pause: float = 0.0) -> None:
+    for k in range(0, len(wave), chunk):
+        eng.process_chunk(sid, wave[k: k + chunk])
+        if pause:
+            time.sleep(pause)
+        while eng.backlog_samples() > 3000:
+            time.sleep(0.002)
+
+
+def test_batched_step_equals_per_stream_steps(model):
+    torch.manual_seed(3)
+    feats = torch.randn(5, 8, 80)
+    with torch.no_grad():
+        pool = model.init_state(5)
+        for _ in range(3):  # give the states some history first
+            _, pool = model.forward_chunk(torch.randn(5, 8, 80), pool)
+        batched, new = model.forward_chunk(feats, pool)
+        for i in range(5):
+            one, st = model.forward_chunk(feats[i: i + 1], pool.select([i]))
+            torch.testing.assert_close(batched[i: i + 1], one, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(new.select([i]).h, st.h, atol=1e-5, rtol=1e-5)
+        # gather a subset, step, scatter back: the others are untouched
+        idx = [3, 1]
+        before = pool.select([0, 2, 4]).h.clone()
+        _, sub = model.forward_chunk(feats[idx], pool.select(idx))
+        pool.scatter_(idx, sub)
+        torch.testing.assert_close(pool.select([0, 2, 4]).h, before)
+        torch.testing.assert_close(pool.select(idx).h, sub.h)
+
+
+@pytest.mark.parametrize("chunk_ms,model_chunk_ms", [(20, 20), (20, 40), (30, 80), (40, 40)])
+def test_engine_equals_offline_with_streams_joining_and_leaving(model, chunk_ms, model_chunk_ms):
+    """Three streams of different lengths, started at different times, batched together: each stream's
+    transcript equals the offline whole-utterance pass exactly (state carried across chunks and steps)."""
+    waves = [audio(1, 1.9), audio(2, 0.7), audio(3, 1.3)]
+    ref = [offline(model, w, model_chunk_ms * SR // 1000) for w in waves]
+    expected = [r[1] for r in ref]
+    assert len(set(expected)) == 3 and sum(map(len, expected)) >= 8  # the random model emits text
+    sizes = []
+    eng = StreamingEngine(model, FEAT, ecfg(model_chunk_ms=model_chunk_ms, endpoint="none", max_wait_ms=30))
+    tapped: dict[str, list[torch.Tensor]] = {s: [] for s in "abc"}
+
+    def tap(ids: list[str], lp: torch.Tensor) -> None:
+        for i, sid in enumerate(ids):
+            tapped[sid].append(lp[i].clone())
+
+    eng.tap = tap
+    chunk = chunk_ms * SR // 1000
+    try:
+        futs = {}
+        eng.add_stream("a")
+        pos = {"a": 0}
+        t = 0
+        while pos or not futs:
+            if t == 10:
+                eng.add_stream("b")
+                pos["b"] = 0
+            if t == 20:
+                eng.add_stream("c")
+                pos["c"] = 0
+            for sid in list(pos):
+                w = waves["abc".index(sid)]
+                eng.process_chunk(sid, w[pos[sid]: pos[sid] + chunk])
+                pos[sid] += chunk
+                if pos[sid] >= len(w):
+                    futs[sid] = eng.finalize_stream(sid)
+                    del pos[sid]
+            t += 1
+            time.sleep(0.003)
+            while eng.backlog_samples() > 3000:  # back-pressure: a slow (busy) machine must not shed here
+                time.sleep(0.002)
+            if t > 20 and not pos:
+                break
+        got = [futs[s].result(timeout=30) for s in "abc"]
+        stats = eng.stats()
+        sizes = stats["batch_size_hist"]
+        assert stats["shed_chunks"] == 0
+    finally:
+        eng.stop()
+    assert got == expected
+    assert max(sizes) >= 2  # streams really shared steps
+    for sid, (lp, _) in zip("abc", ref, strict=True):
+        torch.testing.assert_close(torch.cat(tapped[sid]), lp, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_size_does_not_change_transcripts(model):
+    waves = [audio(10 + i, 1.0) for i in range(4)]
+    outs = []
+    for max_batch in (1, 4):
+        eng = StreamingEngine(model, FEAT, ecfg(max_batch=max_batch, endpoint="none", max_wait_ms=20))
+        try:
+            for i in range(4):
+                eng.add_stream(f"s{i}")
+            for k in range(0, SR, 640):
+                for i, w in enumerate(waves):
+                    eng.process_chunk(f"s{i}", w[k: k + 640])
+                while eng.backlog_samples() > 3000:
+                    time.sleep(0.002)
+            outs.append([eng.finalize_stream(f"s{i}").result(timeout=30) for i in range(4)])
+            assert eng.stats()["shed_chunks"] == 0
+        finally:
+            eng.stop()
+    assert outs[0] == outs[1] == [offline_text(model, w) for w in waves]
+
+
+def test_misbehaving_stream_is_isolated(model):
+    events = []
+    eng = StreamingEngine(model, FEAT, ecfg(endpoint="none", max_chunk_ms=200), on_event=events.append)
+    good = audio(5, 1.0)
+    try:
+        eng.add_stream("good")
+        bad_inputs = {
+            "nan": (np.array([0.0, np.nan] * 160, np.float32), None),
+            "int16": (np.zeros(320, np.int16), None),
+            "float64": (np.zeros(320, np.float64), None),
+            "stereo": (np.zeros((2, 320), np.float32), None),
+            "rate": (np.zeros(320, np.float32), 8000),
+            "oversize": (np.zeros(SR, np.float32), None),
+            "list": ([0.0] * 320, None),
+        }
+        piece = len(good) // 8
+        for k, (name, (chunk, sr)) in enumerate(bad_inputs.items()):
+            eng.add_stream(name)
+            eng.process_chunk(name, np.zeros(320, np.float32))
+            with pytest.raises(BadChunkError):
+                eng.process_chunk(name, chunk, sample_rate=sr)
+            with pytest.raises(UnknownStreamError):  # failed and closed: no more audio
+                eng.process_chunk(name, np.zeros(320, np.float32))
+            feed(eng, "good", good[k * piece: (k + 1) * piece], 640)
+        with pytest.raises(UnknownStreamError):
+            eng.process_chunk("never-added", np.zeros(320, np.float32))
+        feed(eng, "good", good[piece * len(bad_inputs):], 640)
+        text = eng.finalize_stream("good").result(timeout=30)
+        stats = eng.stats()
+    finally:
+        eng.stop()
+    assert text == offline_text(model, good)
+    errors = {e.stream_id: e.reason for e in events if e.kind == "error"}
+    assert set(errors) == set(bad_inputs)
+    assert "NaN" in errors["nan"] and "int16" in errors["int16"] and "8000 Hz" in errors["rate"]
+    assert "oversize" in errors["oversize"] and "1-D" in errors["stereo"]
+    assert stats["failed_streams"] == len(bad_inputs) and stats["alive"]
+
+
+def test_admission_control(model):
+    eng = StreamingEngine(model, FEAT, ecfg(max_streams=2, endpoint="none"))
+    try:
+        eng.add_stream("a")
+        eng.add_stream("b")
+        with pytest.raises(AdmissionError) as e:
+            eng.add_stream("c")
+        assert e.value.kind == "capacity" and "capacity" in str(e.value)
+        with pytest.raises(AdmissionError) as e:
+            eng.add_stream("a")
+        assert e.value.kind == "duplicate"
+        eng.finalize_stream("a").result(timeout=10)
+        eng.add_stream("c")  # the freed slot is reused
+        with pytest.raises(AdmissionError) as e:
+            eng.add_stream("d", sample_rate=44100)
+        assert e.value.kind in ("bad_request", "capacity")
+        assert eng.stats()["refused_streams"] == 3
+    finally:
+        eng.stop()
+    with pytest.raises(AdmissionError) as e:
+        eng.add_stream("late")
+    assert e.value.kind == "stopped"
+
+
+def test_shedding_and_overload_refusal(model):
+    eng = StreamingEngine(model, FEAT, ecfg(max_queue_ms=600, max_chunk_ms=200, overload_ms=100,
+                                                   max_duty=1.01, endpoint="none"), start=False)
+    eng.add_stream("a")
+    old = time.perf_counter() - 1.0
+    for _ in range(25):  # 25 x 40 ms into a 600 ms queue that nobody drains yet
+        eng.process_chunk("a", np.zeros(640, np.float32), arrival_time=old)
+    s = eng.stats()
+    assert s["shed_chunks"] == 10 and s["chunks_in"] == 25
+    with pytest.raises(AdmissionError) as e:  # the oldest queued audio waited 1 s > overload_ms
+        eng.add_stream("b")
+    assert e.value.kind == "overloaded" and "overloaded" in str(e.value)
+    eng.start()
+    try:
+        deadline = time.time() + 20
+        while eng.backlog_samples() and time.time() < deadline:
+            time.sleep(0.01)
+        eng.add_stream("b")  # drained: admitted again
+        eng.cfg.max_duty = 0.9
+        time.sleep(0.05)
+        with eng._cond:  # a scheduler that was busy 95% of the last second refuses newcomers
+            eng._busy.append((time.perf_counter(), 0.95))
+        with pytest.raises(AdmissionError) as e:
+            eng.add_stream("c")
+        assert e.value.kind == "overloaded" and "busy" in str(e.value)
+        eng.process_chunk("a", np.zeros(640, np.float32))
+        eng.finalize_stream("a").result(timeout=10)
+        s = eng.stats()
+        assert s["chunks_processed"] == 16 and s["dropped_chunks"] == 0 and s["alive"]
+        assert s["chunk_latency_ms"]["max"] >= 1000  # latency counts from arrival, not from enqueueing
+    finally:
+        eng.stop()
+
+
+class ScriptedEndpointer:
+    """Fires an endpoint on chosen steps of a stream (engine logic under test, not the model's blanks)."""
+
+    name = "scripted"
+
+    def __init__(self, fire_at: set[int]) -> None:
+        self.fire_at = fire_at
+        self.n = 0
+
+    def reset(self, slots) -> None:
+        pass
+
+    def step(self, slots, ids, audio) -> EndpointDecision:
+        self.n += 1
+        fire = self.n in self.fire_at
+        b = len(slots)
+        return EndpointDecision(np.full(b, fire), np.full(b, True), np.zeros(b))
+
+
+def test_endpoint_emits_final_and_stream_continues(model):
+    events = []
+    eng = StreamingEngine(model, FEAT, ecfg(endpoint="none"), on_event=events.append)
+    eng.endpointer = ScriptedEndpointer({10, 20})
+    wave = audio(7, 1.2)  # 30 steps of 40 ms
+    try:
+        eng.add_stream("a")
+        feed(eng, "a", wave, 640, pause=0.002)
+        last = eng.finalize_stream("a").result(timeout=10)
+    finally:
+        eng.stop()
+    finals = [e for e in events if e.kind == "final"]
+    assert [f.reason for f in finals] == ["endpoint", "endpoint", "finalize"]
+    assert [f.segment for f in finals] == [0, 1, 2] and finals[-1].text == last
+    assert [f.audio_end for f in finals] == [6400, 12800, len(wave)]
+    # after each final the partials start over (new segment, state reset)
+    seg1 = [e for e in events if e.kind == "partial" and e.segment == 1]
+    assert seg1 and all(e.audio_end > 6400 for e in seg1)
+    # the model state was reset at the endpoint: segment 2 equals an offline pass over its audio alone (the
+    # feature front end keeps its 240-sample window overlap: real audio, not zeros, precedes the segment)
+    with torch.no_grad():
+        feats = LogMel(FEAT).frames(torch.from_numpy(wave[6400 - 240: 12800])[None])
+        lp, olen = model(feats, torch.tensor([feats.shape[1]]))
+    assert finals[1].text == Tokenizer().decode(greedy_decode(lp, olen)[0])
+
+
+def test_blank_endpointer_counts_trailing_blanks():
+    ep = BlankEndpointer(4, frame_ms=40, silence_ms=120)
+    slots = np.array([0, 2])
+    d = ep.step(slots, torch.tensor([[0, 0], [0, 5]]))
+    assert d.speech.tolist() == [False, True] and not d.endpoint.any()
+    d = ep.step(slots, torch.tensor([[0, 0], [0, 0]]))
+    assert d.trailing_ms.tolist() == [160, 80] and not d.endpoint.any()  # no speech yet in slot 0
+    d = ep.step(slots, torch.tensor([[0, 0], [0, 0]]))
+    assert d.endpoint.tolist() == [False, True]
+    ep.reset([2])
+    assert not ep.speech[2] and ep.trailing[2] == 0
+
+
+def test_barge_in_reset_and_idle_timeout(model):
+    events = []
+    eng = StreamingEngine(model, FEAT, ecfg(endpoint="none", idle_timeout_s=0.3), on_event=events.append)
+    w1, w2 = audio(8, 0.6), audio(9, 0.8)
+    try:
+        eng.add_stream("a")
+        feed(eng, "a", w1, 640)
+        deadline = time.time() + 10
+        while eng.backlog_samples() and time.time() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert eng.partial("a")
+        eng.reset_stream("a")  # barge-in: the utterance in progress is dropped
+        assert eng.partial("a") == ""
+        feed(eng, "a", w2, 640)
+        done = threading.Event()
+        deadline = time.time() + 10
+        while not any(e.kind == "closed" for e in events) and time.time() < deadline:
+            done.wait(0.05)  # no more audio: the idle timeout finalizes and closes the stream
+        stats = eng.stats()
+    finally:
+        eng.stop()
+    kinds = [e.kind for e in events if e.kind != "partial"]
+    assert kinds == ["reset", "final", "closed"]
+    final = next(e for e in events if e.kind == "final")
+    assert final.reason == "idle_timeout" and final.segment == 1
+    # after the reset the new utterance decodes as if the stream had just started (feature overlap aside)
+    assert final.text == offline_text(model, w2) or len(final.text) > 5
+    assert stats["idle_timeouts"] == 1
+
+
+def test_histogram_percentiles():
+    h = Histogram(limit=100, resolution=0.5)
+    vals = np.arange(1, 101, dtype=float)
+    h.add_many(vals[:50])
+    for v in vals[50:]:
+        h.add(v)
+    assert h.n == 100 and h.max == 100
+    assert abs(h.percentile(50) - 50) <= 0.5 and abs(h.percentile(95) - 95) <= 0.5
+    h.add(1e6)  # overflow bin: the percentile is capped at the exact max
+    assert h.percentile(100) == 1e6
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "ctc-streaming.pt").exists(),
+                    reason="models/ctc-streaming.pt not trained yet (uv run train_asr.py --model streaming)")
+def test_real_checkpoint_endpoints_between_utterances():
+    """The trained model on real speech: two utterances with a silence between give two endpoint finals."""
+    from speechbench.asr.ctc.train import load_checkpoint
+    from speechbench.speech.audio import load_audio
+    from speechbench.speech.corpus import build_corpus, preset
+    from speechbench.speech.manifest import read_manifest
+
+    m, fc, payload = load_checkpoint(ROOT / "models" / "ctc-streaming.pt")
+    man = read_manifest(build_corpus(preset("quick"), progress=False).manifest)
+    utts = [u for u in man.utterances if u.condition == "clean" and u.dialect == "en-us"][:2]
+    waves = [load_audio(u.audio_path) for u in utts]
+    silence = np.zeros(SR, np.float32) + 1e-3 * np.random.default_rng(0).standard_normal(SR).astype(np.float32)
+    stream = np.concatenate([waves[0], silence, waves[1], silence]).astype(np.float32)
+    events = []
+    eng = StreamingEngine(m, fc, ecfg(), Tokenizer(payload["chars"]), on_event=events.append)
+    try:
+        eng.add_stream("a")
+        feed(eng, "a", stream, 320)
+        eng.finalize_stream("a").result(timeout=30)
+    finally:
+        eng.stop()
+    finals = [e for e in events if e.kind == "final" and e.text]
+    assert sum(f.reason == "endpoint" for f in finals) >= 2
+    assert finals[0].last_token_sample <= len(waves[0]) + SR
+
+
+def test_vad_endpointer_on_tone_bursts(model):
+    """silero-vad batched across streams: windows are cut from any chunk size, state is per slot, and the
+    engine runs with it; a stream of pure silence never reports speech."""
+    from speechbench.streaming.endpoint import VadEndpointer
+
+    ep = VadEndpointer(4, silence_ms=200)
+    slots = np.array([1, 3])
+    rng = np.random.default_rng(0)
+    silence = (1e-4 * rng.standard_normal((2, 640))).astype(np.float32)
+    for _ in range(10):
+        d = ep.step(slots, None, silence)
+    assert not d.speech.any() and not d.endpoint.any() and ep.nres[1] < 512
+    eng = StreamingEngine(model, FEAT, ecfg(endpoint="vad"))
+    try:
+        eng.add_stream("a")
+        feed(eng, "a", audio(4, 0.5), 320)
+        eng.finalize_stream("a").result(timeout=20)
+        assert eng.stats()["alive"]
+    finally:
+        eng.stop()
