@@ -467,7 +467,10 @@ class StreamingBenchmark:
         if one:
             s["single_stream"] = {k: one.get(k) for k in ("chunk_latency_ms_p95", "first_partial_ms_p50",
                                                          "first_partial_ms_p95", "finalization_ms_p50",
-                                                         "finalization_ms_p95", "rtf")}
+                                                         "finalization_ms_p95",
+                                                         "finalization_after_endpoint_ms_p50",
+                                                         "finalization_after_endpoint_ms_p95",
+                                                         "endpoint_silence_ms", "rtf")}
         at = next((r for r in sweep if r["streams"] == best), None)
         if at:
             s["at_max_sustained"] = {k: at.get(k) for k in keys + ("batch_size_mean", "throughput_audio_s_per_s")}
