@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--list-models", action="store_true", help="print the registered recognizers and whether each "
                    "can run here, then exit")
     g = p.add_argument_group("execution")
-    g.add_argument("--workers", type=int, default=d.workers,
+    g.add_argument("--workers", type=int, default=None,
                    help="worker processes running shards in parallel; each model's utterances are split into this "
-                   "many shards. 1 (default) runs one model at a time, so latencies are not disturbed by a "
-                   "neighbour; more trades latency fidelity for wall time")
+                   f"many shards. {d.workers} (default) runs one model at a time, so latencies are not disturbed by "
+                   "a neighbour; more trades latency fidelity for wall time (--quick uses "
+                   f"{EvalConfig.quick_preset().workers}: its timings are not for citing anyway)")
     g.add_argument("--shard-timeout", type=float, default=None,
                    help="kill a worker after this many seconds; what it transcribed is kept (default: none)")
     g.add_argument("--warmup", type=int, default=d.warmup,
@@ -128,9 +129,10 @@ def config_from_args(a: argparse.Namespace, device: str):
     cfg.dialects = a.dialects
     cfg.conditions = a.conditions
     cfg.models = a.models or list(DEFAULT_MODELS)
-    if a.workers < 1:
-        raise SystemExit("--workers must be >= 1")
-    cfg.workers = a.workers
+    if a.workers is not None:
+        if a.workers < 1:
+            raise SystemExit("--workers must be >= 1")
+        cfg.workers = a.workers
     cfg.threads = a.threads or 0
     cfg.warmup = max(0, a.warmup)
     cfg.shard_timeout_s = a.shard_timeout
