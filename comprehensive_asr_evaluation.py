@@ -160,15 +160,12 @@ def config_from_args(a: argparse.Namespace, device: str):
 
 
 def maybe_update_readme(res: dict, output: Path, enabled: bool = True) -> None:
-    """Refresh the README's headline block, only from the canonical results file of a full run."""
+    """A run over the user's own manifests never rewrites the README's default-corpus figures."""
     from speechbench.asr_eval.report import headline_markdown
-    from speechbench.common.readme import update_block
+    from speechbench.common.readme import update_headline
 
-    if not enabled or res.get("summary", {}).get("quick") or Path(output).resolve() != ROOT / DEFAULT_OUTPUT:
-        return
-    if res.get("config", {}).get("manifests"):
-        return
-    update_block(ROOT / "README.md", "asr-headline", headline_markdown(res))
+    if not res.get("config", {}).get("manifests"):
+        update_headline(res, output, Path(DEFAULT_OUTPUT).name, "asr-headline", headline_markdown, enabled)
 
 
 def list_models() -> int:
@@ -185,8 +182,7 @@ def list_models() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    from speechbench.common.cli import seed_everything, setup_logging
-    from speechbench.common.results import read_json
+    from speechbench.common.cli import rerender_report, seed_everything, setup_logging
 
     if a.list_models:
         return list_models()
@@ -194,14 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     from speechbench.asr_eval.report import render
 
     if a.report_only:
-        try:
-            res = read_json(a.output)
-        except FileNotFoundError as e:
-            raise SystemExit(str(e)) from None
-        render(res, a.report, plots=not a.no_plots)
-        maybe_update_readme(res, a.output, not a.no_readme)
-        print(f"re-rendered {a.report} from {a.output}")
-        return 0
+        return rerender_report(a.output, a.report, render, not a.no_plots,
+                               lambda res: maybe_update_readme(res, a.output, not a.no_readme))
 
     from profiling_utils import capture_environment, resolve_device
     from speechbench.asr_eval.evaluation import ASREvaluation

@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 
 from profiling_utils import resolve_device
-from speechbench.common.cli import add_common_args, seed_everything, setup_logging
-from speechbench.common.readme import update_block
-from speechbench.common.results import read_json
+from speechbench.common.cli import add_common_args, rerender_report, seed_everything, setup_logging
+from speechbench.common.readme import update_headline
 from speechbench.streaming.benchmark import StreamingBenchConfig, StreamingBenchmark
 from speechbench.streaming.report import headline_markdown, render
 
@@ -148,25 +147,15 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBe
 
 
 def maybe_update_readme(res: dict, output: Path) -> None:
-    """Refresh the README's headline block, only from the canonical results file of a full run."""
-    root = Path(__file__).resolve().parent
-    if res.get("summary", {}).get("quick") or Path(output).resolve() != root / "results" / "streaming_performance.json":
-        return
-    update_block(root / "README.md", "streaming-headline", headline_markdown(res))
+    update_headline(res, output, "streaming_performance.json", "streaming-headline", headline_markdown)
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     setup_logging(a.verbose, Path("logs/streaming_benchmark.log") if not a.report_only else None)
     if a.report_only:
-        try:
-            res = read_json(a.output)
-        except FileNotFoundError as e:
-            raise SystemExit(str(e)) from None
-        render(res, a.report, plots=not a.no_plots)
-        maybe_update_readme(res, a.output)
-        print(f"re-rendered {a.report} from {a.output}")
-        return 0
+        return rerender_report(a.output, a.report, render, not a.no_plots,
+                               lambda res: maybe_update_readme(res, a.output))
     device = resolve_device(a.device)
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -4,8 +4,17 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig, StreamState, build_model
+from speechbench.asr.ctc.model import (
+    SIZES,
+    BiLSTM,
+    CTCModel,
+    ModelConfig,
+    StreamState,
+    build_model,
+    reverse_within_length,
+)
 
 # Small widths keep the test fast; the streaming logic does not depend on size.
 STREAM_CFG = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=2, bidirectional=False,
@@ -46,6 +55,27 @@ def test_offline_batch_equals_one_at_a_time():
         for i in range(3):
             single, sl = m(feats[i: i + 1, : lengths[i]], lengths[i: i + 1])
             torch.testing.assert_close(lp[i, : int(olen[i])], single[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bilstm_equals_packed_nn_lstm_on_same_weights():
+    """The unpacked BiLSTM is an exact re-implementation of a packed bidirectional nn.LSTM."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(12, 16, 2, batch_first=True, bidirectional=True).eval()
+    ours = BiLSTM(12, 16, 2).eval()
+    with torch.no_grad():
+        for layer in range(2):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ours.fw[layer], f"{name}_l0").copy_(getattr(ref, f"{name}_l{layer}"))
+                getattr(ours.bw[layer], f"{name}_l0").copy_(getattr(ref, f"{name}_l{layer}_reverse"))
+    x = torch.randn(4, 30, 12)
+    lengths = torch.tensor([30, 17, 1, 25])
+    with torch.no_grad():
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        want, _ = pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=30)
+        got = ours(x, lengths)
+    valid = torch.arange(30)[None, :] < lengths[:, None]
+    torch.testing.assert_close(got[valid], want[valid], atol=1e-6, rtol=1e-5)
+    assert torch.equal(reverse_within_length(reverse_within_length(x, lengths), lengths), x)
 
 
 @pytest.mark.parametrize("strides", [(2, 1), (2, 2)])

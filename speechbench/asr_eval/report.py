@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechbench.common.fmt import num as _f
+from speechbench.common.fmt import pct as _pct
 from speechbench.common.results import write_text_atomic
 
 TEST_NAMES = {"mapsswe": "MAPSSWE", "wilcoxon": "Wilcoxon", "sign": "sign", "paired_t": "paired t",
               "mcnemar": "McNemar"}
 
 
-def _pct(x: Any, nd: int = 1) -> str:
-    return "n/a" if not isinstance(x, (int, float)) else f"{100 * x:.{nd}f}%"
 
 
 def _pp(x: Any, nd: int = 1) -> str:
@@ -26,12 +26,6 @@ def _ci(ci: Any, nd: int = 1) -> str:
     return f"[{100 * ci[0]:.{nd}f}, {100 * ci[1]:.{nd}f}]"
 
 
-def _f(x: Any, nd: int = 1, suffix: str = "") -> str:
-    if not isinstance(x, (int, float)):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}{suffix}"
-    return f"{x:.{nd}f}{suffix}"
 
 
 def _p(x: Any) -> str:

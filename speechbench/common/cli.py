@@ -6,7 +6,9 @@ import argparse
 import logging
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,3 +53,19 @@ def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
         handlers=handlers,
         force=True,
     )
+
+
+def rerender_report(output: Path, report: Path, render: Callable[..., Any], plots: bool,
+                    after: Callable[[dict], Any] | None = None) -> int:
+    """``--report-only``: re-render the Markdown (and plots) from an existing results JSON, measure nothing."""
+    from speechbench.common.results import read_json
+
+    try:
+        res = read_json(output)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    render(res, report, plots=plots)
+    if after is not None:
+        after(res)
+    print(f"re-rendered {report} from {output}")
+    return 0

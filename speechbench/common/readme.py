@@ -7,7 +7,9 @@ JSON; everything else in the README is left alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from speechbench.common.results import write_text_atomic
 
@@ -24,3 +26,17 @@ def update_block(readme: Path, name: str, body: str) -> bool:
     if new != text:
         write_text_atomic(readme, new)
     return True
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def update_headline(res: dict[str, Any], output: str | Path, canonical: str, block: str,
+                    body: Callable[[dict[str, Any]], str], enabled: bool = True) -> bool:
+    """Refresh a README headline block, only from the canonical results file (``results/<canonical>``) of
+    a full run: a --quick run or a run written elsewhere never changes the figures the README cites."""
+    if not enabled or res.get("summary", {}).get("quick"):
+        return False
+    if Path(output).resolve() != REPO_ROOT / "results" / canonical:
+        return False
+    return update_block(REPO_ROOT / "README.md", block, body(res))

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -76,3 +81,40 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"results file not found: {path} (run the benchmark first, without --report-only)")
     with open(path) as f:
         return json.load(f)
+
+
+class SectionedRun:
+    """Partial-results plumbing shared by the benchmarks: a run is a sequence of named sections, and the
+    JSON is rewritten (atomically) after each one, so an interrupted or failing run keeps what it measured.
+
+    Subclasses set ``self.results`` (a dict with ``failures`` and ``notes`` lists) and ``self.output``.
+    """
+
+    results: dict[str, Any]
+    output: Path
+
+    def note(self, text: str) -> None:
+        """A remark that belongs in the results (a fallback taken, a caveat), logged and stored once."""
+        log.info(text)
+        if text not in self.results["notes"]:
+            self.results["notes"].append(text)
+
+    def save(self) -> None:
+        write_json_atomic(self.output, self.results)
+
+    def section(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one section; store its result (or its failure, with a short traceback) and write the JSON.
+        A failed section is a recorded failure; the sections after it still run."""
+        t0 = time.perf_counter()
+        try:
+            out = fn()
+            self.results[name] = out
+            return out
+        except Exception as e:
+            log.error("section %s failed: %s", name, e)
+            self.results["failures"].append({"section": name, "error": f"{type(e).__name__}: {e}",
+                                             "traceback": traceback.format_exc(limit=6)})
+            return None
+        finally:
+            self.results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+            self.save()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from speechbench.asr.ctc.decode import greedy_decode
 from speechbench.asr.ctc.features import FeatureConfig, LogMel, waveforms_to_batch
 from speechbench.asr.ctc.model import CTCModel, build_model
 from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer, normalize_target
-from speechbench.common.results import write_json_atomic
+from speechbench.common.results import SectionedRun
 from speechbench.streaming.engine import EngineConfig, StreamingEngine
 from speechbench.streaming.loadgen import (
     Collector,
@@ -89,7 +88,7 @@ def random_checkpoint(seed: int) -> tuple[CTCModel, FeatureConfig, dict[str, Any
     return build_model("streaming").eval(), FeatureConfig(), {"chars": CHARS, "meta": {"name": "random"}}
 
 
-class StreamingBenchmark:
+class StreamingBenchmark(SectionedRun):
     def __init__(self, cfg: StreamingBenchConfig, output: Path, progress: bool = True) -> None:
         self.cfg = cfg
         self.output = Path(output)
@@ -124,29 +123,6 @@ class StreamingBenchmark:
         self.offline_hyp: dict[str, str] = {}
 
     # -- plumbing ------------------------------------------------------------------------------------------
-
-    def note(self, text: str) -> None:
-        log.info(text)
-        if text not in self.results["notes"]:
-            self.results["notes"].append(text)
-
-    def save(self) -> None:
-        write_json_atomic(self.output, self.results)
-
-    def section(self, name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        try:
-            out = fn()
-            self.results[name] = out
-            return out
-        except Exception as e:
-            log.error("section %s failed: %s", name, e)
-            self.results["failures"].append({"section": name, "error": f"{type(e).__name__}: {e}",
-                                             "traceback": traceback.format_exc(limit=6)})
-            return None
-        finally:
-            self.results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 2)
-            self.save()
 
     def engine_config(self, **over: Any) -> EngineConfig:
         c = self.cfg

@@ -6,27 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechbench.common.fmt import met as _met
+from speechbench.common.fmt import num as _f
+from speechbench.common.fmt import pct as _pct
 from speechbench.common.results import write_text_atomic
-
-
-def _f(x: Any, nd: int = 1, suffix: str = "") -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, float):
-        if abs(x) >= 1000:
-            return f"{x:,.0f}{suffix}"
-        return f"{x:.{nd}f}{suffix}"
-    return f"{x}{suffix}"
-
-
-def _pct(x: Any) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _met(m: Any) -> str:
-    return "**met**" if m is True else "**not met**" if m is False else "not measured"
 
 
 def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "streaming") -> dict[str, str]:

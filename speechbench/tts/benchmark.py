@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from profiling_utils import (
     synchronize,
     torch_profile,
 )
-from speechbench.common.results import write_json_atomic
+from speechbench.common.results import SectionedRun
 from speechbench.tts.baseline import NaiveTTSInference
 from speechbench.tts.engine import EngineConfig, Request, TTSEngine
 from speechbench.tts.fidelity import aggregate, compare_mels
@@ -106,7 +105,7 @@ def load_texts(path: str | Path) -> dict[str, Any]:
     return {"texts": data["texts"], "categories": cats, "category_of": category_of}
 
 
-class TTSBenchmark:
+class TTSBenchmark(SectionedRun):
     def __init__(self, cfg: TTSBenchConfig, output: Path, progress: bool = True):
         self.cfg = cfg
         self.output = output
@@ -177,30 +176,6 @@ class TTSBenchmark:
                 self.note(f"engine {precision} x{slots}: {note}")
             self._engines[key] = eng
         return self._engines[key]
-
-    def note(self, text: str) -> None:
-        log.info(text)
-        if text not in self.results["notes"]:
-            self.results["notes"].append(text)
-
-    def save(self) -> None:
-        write_json_atomic(self.output, self.results)
-
-    def section(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run one section; store its result (or its failure) and write the JSON at once."""
-        t0 = time.perf_counter()
-        try:
-            out = fn()
-            self.results[name] = out
-            return out
-        except Exception as e:  # a failed section is a recorded failure; the others still run
-            log.error("section %s failed: %s", name, e)
-            self.results["failures"].append({"section": name, "error": f"{type(e).__name__}: {e}",
-                                             "traceback": traceback.format_exc(limit=5)})
-            return None
-        finally:
-            self.results.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
-            self.save()
 
     def bar(self, total: int, desc: str) -> tqdm:
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)

@@ -6,17 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechbench.common.fmt import num as _f
 from speechbench.common.results import write_text_atomic
-
-
-def _f(x: Any, nd: int = 1, suffix: str = "") -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        if abs(x) >= 1000:
-            return f"{x:,.0f}{suffix}"
-        return f"{x:.{nd}f}{suffix}"
-    return f"{x}{suffix}"
 
 
 def _e(x: Any) -> str:

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechbench.asr.ctc.tokenizer import CHARS
 
@@ -89,6 +88,42 @@ SIZES: dict[str, ModelConfig] = {
     "streaming": ModelConfig(name="streaming", conv_channels=(32, 32), proj=256, hidden=256, layers=3,
                              bidirectional=False, causal=True),
 }
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of a (B, T, D) batch within its own length; padding frames stay in place.
+    Its own inverse."""
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    lengths = lengths.to(x.device)[:, None]
+    index = torch.where(t < lengths, lengths - 1 - t, t)
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM stack over padded batches, without packing.
+
+    Same function as ``nn.LSTM(bidirectional=True)`` on a ``PackedSequence`` (a test checks it), but each
+    direction is a plain unidirectional LSTM over a padded batch: the backward one runs on every sequence
+    reversed within its length, so its padding comes after the valid frames and cannot reach them.
+    Why: packed LSTMs on CPU took 5.7x longer per training step (forward + backward, 2 x 192, batch 16,
+    2.5 s utterances: 3.8 s against 0.66 s), which decided how far the offline models could train here.
+    """
+
+    def __init__(self, input_size: int, hidden: int, layers: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        sizes = [input_size] + [2 * hidden] * (layers - 1)
+        self.fw = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.bw = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.dropout = nn.Dropout(dropout)  # between layers, as nn.LSTM's dropout
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        for i, (fw, bw) in enumerate(zip(self.fw, self.bw, strict=True)):
+            if i > 0:
+                x = self.dropout(x)
+            y_fw, _ = fw(x)
+            y_bw, _ = bw(reverse_within_length(x, lengths))
+            x = torch.cat([y_fw, reverse_within_length(y_bw, lengths)], dim=-1)
+        return x
 
 
 def conv_out_len(n: torch.Tensor | int) -> torch.Tensor | int:
@@ -158,8 +193,9 @@ class CTCModel(nn.Module):
         freq = conv_out_len(conv_out_len(cfg.n_mels))
         self.proj = nn.Linear(c2 * freq, cfg.proj)
         self.norm = nn.LayerNorm(cfg.proj) if cfg.layer_norm else nn.Identity()
-        self.lstm = nn.LSTM(cfg.proj, cfg.hidden, cfg.layers, batch_first=True,
-                            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        dropout = cfg.dropout if cfg.layers > 1 else 0.0
+        self.lstm: nn.Module = (BiLSTM(cfg.proj, cfg.hidden, cfg.layers, dropout) if cfg.bidirectional else
+                                nn.LSTM(cfg.proj, cfg.hidden, cfg.layers, batch_first=True, dropout=dropout))
         self.dropout = nn.Dropout(cfg.dropout)
         out_dim = cfg.hidden * (2 if cfg.bidirectional else 1)
         self.skip: nn.Module | None = None
@@ -216,10 +252,7 @@ class CTCModel(nn.Module):
         x = self._mask_time(F.relu(self.conv2(x)), l2)
         x = self.dropout(self._conv_out(x))
         if self.cfg.bidirectional:
-            # Packing keeps the backward direction from starting in the padding.
-            packed = pack_padded_sequence(x, l2.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
-            y, _ = self.lstm(packed)
-            y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+            y = self.lstm(x, l2)  # the backward direction starts at each utterance's own end
         else:
             y, _ = self.lstm(x)  # causal: padding at the end cannot reach earlier frames
         if self.skip is not None:

@@ -39,6 +39,7 @@ from speechbench.asr.ctc.decode import greedy_decode
 from speechbench.asr.ctc.features import FeatureConfig, LogMel
 from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig
 from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
+from speechbench.common.fmt import pct as _pct
 from speechbench.common.results import write_text_atomic
 from speechbench.speech.manifest import Utterance
 
@@ -396,8 +397,6 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
 # --- model card --------------------------------------------------------------------------------------------
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -1,0 +1,31 @@
+"""Number formatting for the Markdown reports: one look across all three, and "n/a" for anything that
+was not measured (None, a missing key, a failed section)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def num(x: Any, nd: int = 1, suffix: str = "") -> str:
+    """Floats to ``nd`` decimals (thousands separators from 1,000 up), ints as they are, bools as yes/no."""
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if x != x:  # NaN
+            return "n/a"
+        return f"{x:,.0f}{suffix}" if abs(x) >= 1000 else f"{x:.{nd}f}{suffix}"
+    if isinstance(x, int):
+        return f"{x}{suffix}"
+    return "n/a"
+
+
+def pct(x: Any, nd: int = 1) -> str:
+    """A fraction as a percentage: 0.169 -> '16.9%'."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        return "n/a"
+    return f"{100 * x:.{nd}f}%"
+
+
+def met(m: Any) -> str:
+    """A target verdict: True / False / None (not measured)."""
+    return "**met**" if m is True else "**not met**" if m is False else "not measured"
