@@ -195,9 +195,10 @@ class WarmupCosine:
 
     def __init__(self, total: int, warmup_frac: float, final: float) -> None:
         self.total, self.warmup_frac, self.final = total, warmup_frac, final
+        self.warm: int | None = None  # fixed at the first calibration, so a later re-fit never re-warms
 
     def __call__(self, step: int) -> float:
-        warm = max(1, int(self.total * self.warmup_frac))
+        warm = self.warm or max(1, int(self.total * self.warmup_frac))
         if step < warm:
             return (step + 1) / warm
         p = min(1.0, (step - warm) / max(1, self.total - warm))
@@ -324,6 +325,26 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
                 "train_hours": hours, "hardware": hardware(),
                 "elapsed_s": round(time.perf_counter() - t_start, 1)}
 
+    def recalibrate() -> int:
+        """Fit the step count (and so the lr schedule) to a --minutes budget from the measured pace.
+
+        Done after the first ``calib_steps`` and again at every validation: the pace drifts (utterance
+        lengths, other load on the machine), and a schedule sized from the first 20 steps alone ended a
+        run with its learning rate still high, or decayed it long before the time was up.
+        """
+        recent = step_times[1:][-200:]
+        per_step = float(np.mean(recent)) + (val_seconds / cfg.val_every)
+        remaining = budget_s - (time.perf_counter() - t_start) - val_seconds  # keep time for a final validation
+        total = max(step + 1, step + int(remaining / per_step))
+        schedule.total = total
+        if schedule.warm is None:
+            schedule.warm = max(1, int(total * cfg.warmup_frac))
+        bar.total = total
+        bar.refresh()
+        logf.write({"event": "calibrated", "step": step, "total_steps": total,
+                    "step_s": round(float(np.mean(recent)), 3), "val_s": round(val_seconds, 1)})
+        return total
+
     it = iter(loader)
     target = cfg.steps
     try:
@@ -355,21 +376,14 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
                             "lr": sched.get_last_lr()[0], "epoch": sampler.epoch,
                             "elapsed_s": round(elapsed, 1),
                             "step_s": round(float(np.mean(step_times[recent])), 3)})
-            if budget_s is not None and target is None and step == cfg.calib_steps:
+            if budget_s is not None and cfg.steps is None and step == cfg.calib_steps:
                 if val_ds:
                     validate()
-                per_step = float(np.mean(step_times[1:])) + (val_seconds / cfg.val_every)
-                # Keep time for one final validation.
-                remaining = budget_s - (time.perf_counter() - t_start) - val_seconds
-                target = max(step + 1, step + int(remaining / per_step))
-                schedule.total = target
-                bar.total = target
-                bar.refresh()
-                logf.write({"event": "calibrated", "step": step, "total_steps": target,
-                            "step_s": round(float(np.mean(step_times[1:])), 3),
-                            "val_s": round(val_seconds, 1)})
+                target = recalibrate()
             elif step % cfg.val_every == 0 and (target is None or step < target) and val_ds:
                 validate()
+                if budget_s is not None and cfg.steps is None:
+                    target = recalibrate()
             if budget_s is not None and time.perf_counter() - t_start > budget_s:
                 log.warning("time budget reached at step %d of %s", step, target)
                 break
