@@ -49,7 +49,12 @@ def test_quick_json_fields(quick_run):
         assert r["rtf"] > 0 and 0 < r["batch_utilization"] <= 1.0 and r["peak_memory_mb"] > 0
     assert isinstance(s["max_streams_p95_under_100ms"], int)  # the level itself depends on how busy the CPU is
     assert res["parity"]["identical_rate"] == 1.0  # engine == offline pass, exactly
-    assert res["overload"]["stayed_up"]
+    ov = res["overload"]
+    assert ov["stayed_up"]
+    # Admission is capped at the capacity the sweep measured: never more admitted than that.
+    assert ov["admission_cap"] == max(1, s["max_streams_p95_under_100ms"])
+    assert ov["admitted_streams"] <= ov["admission_cap"]
+    assert ov["admitted_streams"] + ov["refused_streams"] == ov["streams"]
     for k in ("env", "config", "setup", "offline", "sweep", "baseline"):
         assert res.get(k), k
     if CHECKPOINT.exists():
