@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechbench.common.figures import save_figure
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
 from speechbench.common.results import write_text_atomic
@@ -86,10 +87,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
         ax.set_ylabel("WER, % (bars: 95% bootstrap CI)")
         ax.set_title("WER by dialect and model")
         ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{prefix}_wer_by_dialect.png", dpi=120)
-        plt.close(fig)
-        made["wer_by_dialect"] = f"{prefix}_wer_by_dialect.png"
+        made["wer_by_dialect"] = save_figure(fig, out_dir, f"{prefix}_wer_by_dialect.png")
     # 2. WER vs RTF, Pareto front, marker size ~ memory
     sm = s.get("models", {})
     pts = [(m, sm[m]["rtf"], sm[m]["wer"], sm[m].get("peak_memory_mb")) for m in models
@@ -112,10 +110,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
         ax.set_xlabel("real-time factor (compute / audio), log scale")
         ax.set_ylabel("WER, % (95% CI)")
         ax.set_title("Accuracy vs speed (marker size ~ peak memory)")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{prefix}_wer_vs_rtf.png", dpi=120)
-        plt.close(fig)
-        made["pareto"] = f"{prefix}_wer_vs_rtf.png"
+        made["pareto"] = save_figure(fig, out_dir, f"{prefix}_wer_vs_rtf.png")
     # 3. S/D/I stacked bars
     fig, ax = plt.subplots(figsize=(max(6, 1.0 * len(models) + 2), 4))
     bottom = np.zeros(len(models))
@@ -128,10 +123,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
     ax.set_ylabel("errors per 100 reference words")
     ax.set_title("Error types (stack height = WER)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{prefix}_sdi.png", dpi=120)
-    plt.close(fig)
-    made["sdi"] = f"{prefix}_sdi.png"
+    made["sdi"] = save_figure(fig, out_dir, f"{prefix}_sdi.png")
     # 4. significance matrix (primary test, Holm-adjusted p; sign of the WER difference)
     sig = res.get("significance", {})
     primary = sig.get("primary_test", "mapsswe")
@@ -161,10 +153,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
         ax.set_title(f"{TEST_NAMES.get(primary, primary)}, Holm-adjusted p (row model's WER < or > column's; "
                      "* significant)", fontsize=8)
         fig.colorbar(im, ax=ax, label="-log10 p (Holm)")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{prefix}_significance.png", dpi=120)
-        plt.close(fig)
-        made["significance"] = f"{prefix}_significance.png"
+        made["significance"] = save_figure(fig, out_dir, f"{prefix}_significance.png")
     return made
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechbench.common.figures import save_figure
 from speechbench.common.fmt import met as _met
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
@@ -42,10 +43,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "streaming") ->
         ax.set_ylabel("chunk latency, ms")
         ax.set_title("Chunk latency vs load (arrival of audio -> its partial)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{prefix}_latency.png", dpi=120)
-        plt.close(fig)
-        made["latency"] = f"{prefix}_latency.png"
+        made["latency"] = save_figure(fig, out_dir, f"{prefix}_latency.png")
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         a1.plot(n, [r.get("throughput_audio_s_per_s") or 0 for r in sweep], "o-", label="engine")
         if base:
@@ -69,10 +67,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "streaming") ->
         a2b.set_ylim(0, 1.05)
         a2b.set_ylabel("batch utilization", color="tab:green")
         a2.set_title("Batching")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"{prefix}_throughput.png", dpi=120)
-        plt.close(fig)
-        made["throughput"] = f"{prefix}_throughput.png"
+        made["throughput"] = save_figure(fig, out_dir, f"{prefix}_throughput.png")
     return made
 
 
