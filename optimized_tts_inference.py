@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sched-slots", type=int, default=None,
                    help=f"slots of the static-vs-continuous comparison, fewer than its requests so the "
                    f"steady state is exercised (default: {d.sched_slots})")
+    g.add_argument("--sched-max-frames", type=int, default=None,
+                   help=f"output-length clamp in the static-vs-continuous comparison; the seed's {d.sched_max_frames} by "
+                   f"default, since --max-frames is lowered only to bound the baseline's run time")
     g.add_argument("--poisson-load", type=float, default=d.poisson_load,
                    help="Poisson arrival rate as a fraction of the measured continuous capacity (default: %(default)s)")
     g.add_argument("--fidelity-texts", type=int, default=None,
@@ -109,12 +112,12 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> TTSBenchCon
     cfg.profile = not a.no_profile
     cfg.trace_dir = a.trace_dir
     for name in ("max_frames", "slots", "repeats", "headline_repeats", "baseline_repeats", "batch_sizes", "sched_requests", "sched_slots",
-                 "fidelity_texts"):
+                 "sched_max_frames", "fidelity_texts"):
         v = getattr(a, name)
         if v is not None:
             setattr(cfg, name, v)
-    if cfg.max_frames < 1 or cfg.slots < 1 or cfg.repeats < 1 or cfg.baseline_repeats < 1:
-        raise SystemExit("--max-frames, --slots, --repeats and --baseline-repeats must be >= 1")
+    if min(cfg.max_frames, cfg.sched_max_frames, cfg.slots, cfg.repeats, cfg.baseline_repeats) < 1:
+        raise SystemExit("--max-frames, --sched-max-frames, --slots, --repeats and --baseline-repeats must be >= 1")
     if any(b < 1 for b in cfg.batch_sizes):
         raise SystemExit("--batch-sizes must all be >= 1")
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():

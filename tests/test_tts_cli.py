@@ -45,6 +45,11 @@ def test_quick_json_fields(quick_run):
     assert s["fidelity_fp32_frame_agreement"] == 1.0
     assert s["fidelity_reduced_precision_rel_l2"] <= 0.05
     assert s["latency_speedup"] > 1 and s["throughput_speedup"] > 1
+    sch = res["schedulers"]
+    assert sch["max_frames"] == res["config"]["sched_max_frames"]
+    assert max(sch["request_frames"]) <= sch["max_frames"]
+    b = sch["step_ratio_bound"]  # static / continuous steps: continuous never needs more
+    assert b["min"] >= 1.0 and b["this_draw"] == sch["all_at_once"]["static"]["steps"] / sch["all_at_once"]["continuous"]["steps"]
     edge = {c["case"]: c for c in res["edge_cases"]}
     assert edge["empty text"]["expected_error"] and not edge["empty text"]["ok"]
     assert edge["one character"]["ok"]

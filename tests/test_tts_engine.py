@@ -14,7 +14,7 @@ from speechbench.tts.engine import EngineConfig, Request, TTSEngine
 from speechbench.tts.fidelity import compare_mels
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_model
-from speechbench.tts.scheduler import make_arrivals, run_continuous, run_sequential, run_static
+from speechbench.tts.scheduler import decode_steps, make_arrivals, run_continuous, run_sequential, run_static
 
 SMALL = TTSModelConfig(hidden_dim=64, num_layers=2, num_heads=4, ff_dim=128)
 TEXTS = ["Hi.", "Hello world!", "The quick brown fox jumps over the lazy dog.", "Good morning, how are you?"]
@@ -103,6 +103,23 @@ def test_static_batching_pads_work_but_keeps_each_output_length():
     assert frames == {i: policy.frames_for(len(t)) for i, t in enumerate(TEXTS)}
     assert res.steps == max(frames.values())
     assert res.slot_steps == 4 * max(frames.values()) > sum(frames.values())
+
+
+def test_decode_step_arithmetic_matches_the_schedulers():
+    # By hand: lengths 5, 1, 1, 1 in 2 slots. Static: batches (5, 1) and (1, 1) -> 5 + 1 = 6 steps.
+    # Continuous: the short slot is refilled twice while the long one runs -> 5 steps.
+    assert decode_steps([5, 1, 1, 1], 2, "static") == 6
+    assert decode_steps([5, 1, 1, 1], 2, "continuous") == 5
+    with pytest.raises(ValueError):
+        decode_steps([1], 2, "fifo")
+    torch.set_grad_enabled(False)
+    model = small_model(1)
+    policy = LengthPolicy(max_frames=40)
+    reqs = [Request(t, i) for i, t in enumerate(TEXTS * 2)]
+    frames = [policy.frames_for(len(t)) for t in TEXTS * 2]
+    eng = TTSEngine(model, EngineConfig(num_slots=3), policy)
+    assert run_static(eng, reqs, batch_size=3).steps == decode_steps(frames, 3, "static")
+    assert run_continuous(eng, reqs).steps == decode_steps(frames, 3, "continuous")
 
 
 def test_retire_refills_slot_immediately():

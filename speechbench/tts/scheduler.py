@@ -63,6 +63,7 @@ class ScheduleResult:
             "latency_ms_p50": 1e3 * float(np.percentile(lat, 50)),
             "latency_ms_p95": 1e3 * float(np.percentile(lat, 95)),
             "steps": self.steps,
+            "ms_per_step": 1e3 * self.wall_s / self.steps if self.steps else float("nan"),  # prefill + vocoder included
             "useful_frames": self.useful_frames,
             "computed_frames": self.slot_steps,
             # Fraction of decoded frames that end up in an output (static batching pads, continuous doesn't).
@@ -146,6 +147,30 @@ def run_continuous(engine: TTSEngine, requests: list[Request], on_done: Callable
                 on_done(len(done))
     res.wall_s = clock.now()
     return res
+
+
+def decode_steps(frames: list[int], slots: int, scheduler: str) -> int:
+    """Decode steps each scheduler needs for requests of these output lengths, all arriving at once.
+
+    Pure arithmetic (no model): static batching runs each batch of ``slots`` consecutive requests to its
+    longest member; continuous batching refills a slot as soon as its sequence ends. On hardware where a
+    step costs about the same at any occupancy (a small-batch CPU decode is weight-bandwidth bound), the
+    ratio static / continuous is the most continuous batching can gain on that workload.
+    """
+    if slots < 1:
+        raise ValueError("slots must be >= 1")
+    if scheduler == "static":
+        return sum(max(frames[i : i + slots]) for i in range(0, len(frames), slots))
+    if scheduler == "continuous":
+        queue, active, steps = deque(frames), [], 0
+        while queue or active:
+            while len(active) < slots and queue:
+                active.append(queue.popleft())
+            m = min(active)
+            steps += m
+            active = [a - m for a in active if a > m]
+        return steps
+    raise ValueError(f"scheduler must be 'static' or 'continuous', got {scheduler!r}")
 
 
 SCHEDULERS = {"sequential": run_sequential, "static": run_static, "continuous": run_continuous}
