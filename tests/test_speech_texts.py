@@ -84,3 +84,13 @@ def test_training_vocabulary_covers_evaluation_vocabulary(train20k):
     assert len(own & train_vocab) / len(own) >= 0.95
     everything = vocabulary(eval_sentences())
     assert len(everything & train_vocab) / len(everything) >= 0.85  # rare literary words may stay unseen
+
+
+def test_wide_training_text_widens_vocabulary_and_leaves_the_default_unchanged():
+    narrow = training_sentences(3000, seed=0)
+    assert narrow == training_sentences(3000, seed=0, wide=False)  # existing corpora stay reproducible
+    wide = training_sentences(3000, seed=0, wide=True)
+    assert wide == training_sentences(3000, seed=0, wide=True)
+    assert len(vocabulary(wide)) > 1.5 * len(vocabulary(narrow))
+    assert not any(overlaps_eval(s) for s in wide)
+    assert all(re.fullmatch(r"[A-Za-z' ,.?]+", s) for s in wide)  # letters only: every word is spelled out

@@ -54,8 +54,10 @@ ALL_ACCENTS: tuple[str, ...] = (*ESPEAK_ACCENTS, "piper")
 class CorpusConfig:
     name: str = "default"
     accents: tuple[str, ...] = ALL_ACCENTS
-    sentences: str = "eval"  # "eval": the fixed evaluation set; "train": the seeded synthetic training text
-    num_sentences: int | None = None  # None = every evaluation sentence (required for "train")
+    # "eval": the fixed evaluation set; "train": the seeded synthetic training text; "train-wide": the same
+    # grammar with an ~8,600-word vocabulary (texts.training_sentences(wide=True)).
+    sentences: str = "eval"
+    num_sentences: int | None = None  # None = every evaluation sentence (required for training text)
     eval_sections: tuple[str, ...] | None = None  # None = all sections of data/eval_sentences.txt
     # "parallel": every accent speaks every sentence (paired comparisons between accents, as evaluation
     # needs). "split": sentences are dealt over (accent, speaker) so each is spoken once (more distinct
@@ -78,9 +80,9 @@ class CorpusConfig:
             raise ValueError(f"unknown accent(s) {unknown}; choose from {', '.join(ALL_ACCENTS)}")
         if not self.accents:
             raise ValueError("at least one accent is needed")
-        if self.sentences not in ("eval", "train"):
-            raise ValueError(f"sentences must be 'eval' or 'train', got {self.sentences!r}")
-        if self.sentences == "train" and not self.num_sentences:
+        if self.sentences not in ("eval", "train", "train-wide"):
+            raise ValueError(f"sentences must be 'eval', 'train' or 'train-wide', got {self.sentences!r}")
+        if self.sentences != "eval" and not self.num_sentences:
             raise ValueError("a training corpus needs num_sentences")
         if self.layout not in ("parallel", "split"):
             raise ValueError(f"layout must be 'parallel' or 'split', got {self.layout!r}")
@@ -95,8 +97,8 @@ class CorpusConfig:
                              f"sample_rate must be {SAMPLE_RATE}")
 
     def texts(self) -> list[str]:
-        if self.sentences == "train":
-            return training_sentences(int(self.num_sentences or 0), seed=self.seed)
+        if self.sentences in ("train", "train-wide"):
+            return training_sentences(int(self.num_sentences or 0), seed=self.seed, wide=self.sentences == "train-wide")
         texts = eval_sentences(self.eval_sections)
         if self.num_sentences is not None:
             if self.num_sentences > len(texts):

@@ -125,15 +125,45 @@ def _verb(entry: str, form: int) -> str:
     return entry.split()[form]
 
 
+@cache
+def _wide_words() -> dict[str, list[str]]:
+    """Nouns, adjectives and base-form verbs from the ``wonderwords`` package's lists (MIT licence; about
+    6,700 / 900 / 1,000 words), lower-case letters only, minus its own profanity list.
+
+    They widen the hand-made grammar's ~2,000-word vocabulary: a character model trained on a small
+    vocabulary learns its spellings as a prior and misspells words it never heard.
+    """
+    assets = resources.files("wonderwords") / "assets"
+
+    def read(name: str) -> list[str]:
+        words = (assets / f"{name}.txt").read_text(encoding="utf-8").split()
+        return sorted({w for w in words if re.fullmatch(r"[a-z]+", w)})
+
+    banned = set(read("profanitylist"))
+    return {k: [w for w in read(f) if w not in banned]
+            for k, f in (("nouns", "nounlist"), ("adjectives", "adjectivelist"), ("verbs", "verblist"))}
+
+
+# With the wide vocabulary on, these grammar slots draw from the wide lists instead, this often.
+_WIDE_SLOTS = {"things": ("nouns", 0.5), "extra_words": ("nouns", 0.7), "adjectives": ("adjectives", 0.5)}
+_WIDE_VERB_SHARE = 0.35  # base-form transitive verbs (to VERB, will VERB, please VERB) drawn from the wide list
+
+
 class _Grammar:
     """Slot fillers over the word lists; every choice comes from the generator passed in."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, wide: bool = False) -> None:
         self.rng = rng
         self.w = _words()
+        # Off, no extra random draws are made: the hand-made grammar's sentences stay exactly as they were.
+        self.wide = _wide_words() if wide else None
 
     def pick(self, key: str) -> str:
         items = self.w[key]
+        if self.wide is not None and key in _WIDE_SLOTS:
+            wide_key, share = _WIDE_SLOTS[key]
+            if self.chance(share):
+                items = self.wide[wide_key]
         return items[int(self.rng.integers(len(items)))]
 
     def chance(self, p: float) -> bool:
@@ -188,6 +218,9 @@ class _Grammar:
 
     def transitive(self, form: int) -> tuple[str, str]:
         """(verb, object) with an object that suits the verb."""
+        if self.wide is not None and form == 0 and self.chance(_WIDE_VERB_SHARE):
+            verbs = self.wide["verbs"]
+            return verbs[int(self.rng.integers(len(verbs)))], self.thing()
         kind = self.rng.choice(["thing", "thing", "food", "person", "place"])
         verb = _verb(self.pick(f"verbs_{kind}"), form)
         obj = {"thing": self.thing, "food": self.food, "person": self.person, "place": self.place}[kind]()
@@ -278,14 +311,17 @@ def _finish(sentence: str) -> str:
     return sentence[0].upper() + sentence[1:]
 
 
-def training_sentences(n: int, seed: int = 0, max_attempts_factor: int = 20) -> list[str]:
+def training_sentences(n: int, seed: int = 0, max_attempts_factor: int = 20, wide: bool = False) -> list[str]:
     """``n`` distinct synthetic sentences, deterministic in ``seed``, none overlapping the evaluation set.
+
+    ``wide``: some noun, adjective and verb slots draw from a ~8,600-word list (``_wide_words``) instead of
+    the hand-made ~2,000-word one; the templates are the same.
 
     Raises ValueError if the grammar cannot produce ``n`` distinct sentences within n * max_attempts_factor
     draws (it can produce millions; this only guards against an impossible request).
     """
     rng = np.random.default_rng(seed)
-    g = _Grammar(rng)
+    g = _Grammar(rng, wide=wide)
     out: list[str] = []
     seen: set[str] = set()
     attempts = 0
