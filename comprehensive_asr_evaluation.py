@@ -182,7 +182,7 @@ def list_models() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    from speechbench.common.cli import rerender_report, seed_everything, setup_logging
+    from speechbench.common.cli import prepare_run, rerender_report, setup_logging
 
     if a.list_models:
         return list_models()
@@ -193,15 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         return rerender_report(a.output, a.report, render, not a.no_plots,
                                lambda res: maybe_update_readme(res, a.output, not a.no_readme))
 
-    from profiling_utils import capture_environment, resolve_device
+    from profiling_utils import capture_environment
     from speechbench.asr_eval.evaluation import ASREvaluation
 
-    device = resolve_device(a.device)
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
-    seed_everything(a.seed)
+    device = prepare_run(a)
     cfg = config_from_args(a, device.type)
     cfg.progress = sys.stderr.isatty() or not a.quick
     env = capture_environment(device)

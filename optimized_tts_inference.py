@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from profiling_utils import resolve_device
-from speechbench.common.cli import add_common_args, rerender_report, seed_everything, setup_logging
+from speechbench.common.cli import add_common_args, prepare_run, rerender_report, setup_logging
 from speechbench.common.readme import update_headline
 from speechbench.tts.benchmark import TTSBenchConfig, TTSBenchmark
 from speechbench.tts.engine import PRECISIONS
@@ -135,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.report_only:
         return rerender_report(a.output, a.report, render, not a.no_plots,
                                lambda res: maybe_update_readme(res, a.output))
-    device = resolve_device(a.device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    seed_everything(a.seed)
+    device = prepare_run(a)
     cfg = config_from_args(a, device)
     bench = TTSBenchmark(cfg, a.output, progress=sys.stderr.isatty() or not a.quick)
     bench.results["config"]["output"] = str(a.output)

@@ -42,6 +42,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_run(args: argparse.Namespace) -> torch.device:
+    """Device, torch threads and seeds from the common flags, set up the same way by every script."""
+    from profiling_utils import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    return device
+
+
 def setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
