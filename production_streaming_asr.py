@@ -29,10 +29,9 @@ from pathlib import Path
 
 import torch
 
-from profiling_utils import resolve_device
-from speechbench.common.cli import add_common_args, rerender_report, seed_everything, setup_logging
+from speechbench.common.cli import add_common_args, prepare_run, rerender_report, setup_logging
 from speechbench.common.readme import update_headline
-from speechbench.streaming.benchmark import StreamingBenchConfig, StreamingBenchmark
+from speechbench.streaming.benchmark import StreamingBenchConfig, StreamingBenchmark, engine_config_for
 from speechbench.streaming.report import headline_markdown, render
 
 log = logging.getLogger("production_streaming_asr")
@@ -143,6 +142,10 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBe
         raise SystemExit("--streams, --baseline-streams, --max-batch and --max-streams must be >= 1")
     if cfg.duration_s <= 0 or cfg.utterances < 1:
         raise SystemExit("--duration-s and --utterances must be positive")
+    try:  # the engine's own rules (e.g. the queue must hold a model chunk plus a client chunk), checked up front
+        engine_config_for(cfg, device).validate()
+    except ValueError as e:
+        raise SystemExit(f"invalid engine settings: {e}") from None
     return cfg
 
 
@@ -156,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.report_only:
         return rerender_report(a.output, a.report, render, not a.no_plots,
                                lambda res: maybe_update_readme(res, a.output))
-    device = resolve_device(a.device)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    seed_everything(a.seed)
+    device = prepare_run(a)
     cfg = config_from_args(a, device)
     bench = StreamingBenchmark(cfg, a.output, progress=sys.stderr.isatty())
     bench.results["config"]["output"] = str(a.output)

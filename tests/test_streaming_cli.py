@@ -78,9 +78,19 @@ def test_cli_input_errors_are_clear(tmp_path):
     assert proc.returncode != 0 and "checkpoint not found" in proc.stderr
     proc = run_cli("--quick", "--checkpoint", "random", "--model-chunk-ms", "50", "--output", str(tmp_path / "x.json"))
     assert proc.returncode != 0 and "multiple of 20" in proc.stderr
+    proc = run_cli("--quick", "--checkpoint", "random", "--max-queue-ms", "300", "--output", str(tmp_path / "x.json"))
+    assert proc.returncode != 0 and "max_queue_ms must hold" in proc.stderr
     proc = run_cli("--report-only", "--output", str(tmp_path / "none.json"))
     assert proc.returncode != 0 and "run the benchmark first" in proc.stderr
     assert run_cli("--help").stdout.count("--") > 30
+
+
+def test_client_chunks_up_to_the_cli_limit_are_accepted():
+    from speechbench.streaming.benchmark import StreamingBenchConfig, engine_config_for
+
+    ec = engine_config_for(StreamingBenchConfig(chunk_ms=500, max_queue_ms=1000))
+    ec.validate()
+    assert ec.max_chunk_ms >= 500  # a 450-500 ms client chunk must not be rejected as oversize
 
 
 def test_reference_timing_and_stream_script():

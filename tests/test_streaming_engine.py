@@ -236,7 +236,7 @@ def test_admission_control(model):
         eng.add_stream("c")  # the freed slot is reused
         with pytest.raises(AdmissionError) as e:
             eng.add_stream("d", sample_rate=44100)
-        assert e.value.kind in ("bad_request", "capacity")
+        assert e.value.kind == "bad_request"  # the request is checked before capacity
         assert eng.stats()["refused_streams"] == 3
     finally:
         eng.stop()
@@ -363,8 +363,9 @@ def test_barge_in_reset_and_idle_timeout(model):
     assert kinds == ["reset", "final", "closed"]
     final = next(e for e in events if e.kind == "final")
     assert final.reason == "idle_timeout" and final.segment == 1
-    # after the reset the new utterance decodes as if the stream had just started (feature overlap aside)
-    assert final.text == offline_text(model, w2) or len(final.text) > 5
+    # a barge-in reset is a hard reset (model state, decoder, feature overlap): the new utterance decodes
+    # exactly as if the stream had just started
+    assert final.text == offline_text(model, w2)
     assert stats["idle_timeouts"] == 1
 
 

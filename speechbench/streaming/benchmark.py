@@ -88,6 +88,14 @@ def random_checkpoint(seed: int) -> tuple[CTCModel, FeatureConfig, dict[str, Any
     return build_model("streaming").eval(), FeatureConfig(), {"chars": CHARS, "meta": {"name": "random"}}
 
 
+def engine_config_for(c: StreamingBenchConfig, device: torch.device | str = "cpu") -> EngineConfig:
+    """The engine settings a benchmark config implies (the CLI validates them before any section runs)."""
+    return EngineConfig(model_chunk_ms=c.model_chunk_ms, max_streams=c.max_streams, max_batch=c.max_batch,
+                        max_wait_ms=c.max_wait_ms, max_queue_ms=c.max_queue_ms, overload_ms=c.overload_ms,
+                        max_duty=c.max_duty, max_chunk_ms=max(EngineConfig.max_chunk_ms, float(c.chunk_ms)),
+                        endpoint=c.endpoint, endpoint_silence_ms=c.endpoint_silence_ms, device=str(device))
+
+
 class StreamingBenchmark(SectionedRun):
     def __init__(self, cfg: StreamingBenchConfig, output: Path, progress: bool = True) -> None:
         self.cfg = cfg
@@ -125,11 +133,7 @@ class StreamingBenchmark(SectionedRun):
     # -- plumbing ------------------------------------------------------------------------------------------
 
     def engine_config(self, **over: Any) -> EngineConfig:
-        c = self.cfg
-        ec = EngineConfig(model_chunk_ms=c.model_chunk_ms, max_streams=c.max_streams, max_batch=c.max_batch,
-                          max_wait_ms=c.max_wait_ms, max_queue_ms=c.max_queue_ms, overload_ms=c.overload_ms,
-                          max_duty=c.max_duty,
-                          endpoint=c.endpoint, endpoint_silence_ms=c.endpoint_silence_ms, device=str(self.device))
+        ec = engine_config_for(self.cfg, self.device)
         for k, v in over.items():
             setattr(ec, k, v)
         return ec

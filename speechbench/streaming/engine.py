@@ -535,7 +535,7 @@ class StreamingEngine:
                     s.finalize_future.set_result(ev.text)
         return events
 
-    def _collect(self, now: float) -> tuple[list[tuple[_Stream, np.ndarray, list[float], int]] | None, float]:
+    def _collect(self, now: float) -> tuple[list[tuple[_Stream, np.ndarray, list[float], int, bool]] | None, float]:
         """Pick this step's streams, or return how long to wait. Copies their audio out of the queues."""
         ready: list[tuple[float, _Stream]] = []
         live = 0
@@ -576,22 +576,23 @@ class StreamingEngine:
             while s.arrivals and s.arrivals[0][0] <= s.consumed:
                 covered.append(s.arrivals.popleft()[1])
             s.in_flight = True
-            out.append((s, a, covered, s.segment))
+            # Taken under the lock: a reset_stream() arriving while this step runs sets the flag again
+            # for the next step instead of being cleared unseen.
+            fresh, s.needs_reset = s.needs_reset, False
+            out.append((s, a, covered, s.segment, fresh))
         return out, 0.0
 
     @torch.no_grad()
-    def _step(self, batch: list[tuple[_Stream, np.ndarray, list[float], int]]) -> None:
+    def _step(self, batch: list[tuple[_Stream, np.ndarray, list[float], int, bool]]) -> None:
         """One batched model step (outside the lock; only this thread touches the slot pools)."""
         m = self.metrics
         t0 = time.perf_counter()
         streams = [b[0] for b in batch]
         slots = np.array([s.slot for s in streams], dtype=np.int64)
         idx = torch.from_numpy(slots).to(self.device)
-        fresh = [s.slot for s in streams if s.needs_reset]
+        fresh = [b[0].slot for b in batch if b[4]]
         if fresh:
             self._reset_slots(fresh, hard=True)
-            for s in streams:
-                s.needs_reset = False
         audio_np = np.stack([b[1] for b in batch])
         audio = torch.from_numpy(audio_np).to(self.device)
         x = torch.cat([self.ovl.index_select(0, idx), audio], dim=1)
@@ -620,7 +621,7 @@ class StreamingEngine:
         with self._cond:
             now = time.perf_counter()
             self._busy.append((now, now - t0))
-            for r, (s, _, covered, seg) in enumerate(batch):
+            for r, (s, _, covered, seg, _) in enumerate(batch):
                 s.in_flight = False
                 if s.close_after:
                     self._free.append(s.slot)

@@ -322,8 +322,9 @@ def score_tracks(tracks: list[_StreamTrack], pool: list[UttAudio], total_samples
                 if reason in ("endpoint", "max_segment"):
                     row["finalization_ms"] = 1e3 * (t - end_t)
                     final_ms.append(row["finalization_ms"])
-                    row["finalization_after_endpoint_ms"] = row["finalization_ms"] - endpoint_silence_ms
-                    after_endpoint_ms.append(row["finalization_after_endpoint_ms"])
+                    if reason == "endpoint":  # a max_segment final waited for no endpoint silence
+                        row["finalization_after_endpoint_ms"] = row["finalization_ms"] - endpoint_silence_ms
+                        after_endpoint_ms.append(row["finalization_after_endpoint_ms"])
             rows.append(row)
     return {"utterances": rows, "first_partial_ms": first_partial_ms, "finalization_ms": final_ms,
             "finalization_after_endpoint_ms": after_endpoint_ms, "excluded_streams": excluded_streams}

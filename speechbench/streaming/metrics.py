@@ -74,7 +74,7 @@ class Histogram:
                 "max": self.max}
 
 
-STAGES = ("collect", "features", "model", "decode", "endpoint", "emit")
+STAGES = ("features", "model", "decode", "endpoint", "emit")
 
 
 @dataclass
@@ -91,7 +91,7 @@ class EngineMetrics:
     steps: int = 0
     live_sum: int = 0  # sum over steps of streams that were live (sending audio) when the step was formed
     ready_sum: int = 0  # sum over steps of streams that had a model chunk ready
-    capacity_sum: int = 0  # sum over steps of min(max_batch, live)
+    capacity_sum: int = 0  # sum over steps of the batch each step aimed for: max(min(max_batch, live), taken)
     backlog_chunks: Histogram = field(default_factory=lambda: Histogram(limit=100_000, resolution=1))
     busy_s: float = 0.0  # time spent inside steps (features .. emit)
     audio_samples: int = 0  # audio consumed by the model, all streams

@@ -225,7 +225,8 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
             f"{ov.get('refused_streams')} ({ov.get('refusals')}), shed chunks {ov.get('shed_chunks')}; admitted "
             f"streams' chunk latency p50 / p95 / max {_f(ov.get('chunk_latency_ms_p50'))} / "
             f"{_f(ov.get('chunk_latency_ms_p95'))} / {_f(ov.get('chunk_latency_ms_max'))} ms ({within} the "
-            f"per-stream queue bound of {_f(ov.get('latency_bound_for_admitted_ms'))} ms).")
+            f"bound for admitted streams, {_f(ov.get('latency_bound_for_admitted_ms'))} ms: the queue bound plus "
+            f"four model chunks).")
         add("")
         if ov.get("admission_rule"):
             add(f"Admission: {ov['admission_rule']}.")
