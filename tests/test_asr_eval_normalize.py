@@ -31,6 +31,7 @@ from speechbench.asr_eval.scoring import score
      "in nineteen eighty four nineteen oh five nineteen hundred two thousand two thousand five and twenty "
      "twenty four"),
     ("the 1990s and the '80s", "the nineteen nineties and the eighties"),
+    ("the 1900s", "the nineteen hundreds"),
     ("at 4:30 or 10:05", "at four thirty or ten oh five"),
     ("50% off $5.50 or $1", "fifty percent off five dollars fifty cents or one dollar"),
     ("salt & pepper", "salt and pepper"),

@@ -189,6 +189,17 @@ def test_dialect_effects_are_blocked_by_sentence():
     assert worst[("en", "en-029")]["significant"]
 
 
+def test_dialect_effects_pool_several_speakers_of_one_cell():
+    # two speakers of en-029 read each sentence: both count (pooled), neither overwrites the other
+    recs = []
+    for s in range(6):
+        recs += [_rec("m", "en-us", s, 1), _rec("m", "en", s, 1),
+                 _rec("m", "en-029", s, 0, speaker="a"), _rec("m", "en-029", s, 4, speaker="b")]
+    out = dialect_effects(recs)
+    assert out["blocks"] == 6
+    assert out["mean_wer_by_dialect"]["en-029"] == pytest.approx(0.2)  # (0 + 4) / (10 + 10)
+
+
 def test_domain_gap_with_control():
     recs, ctrl = [], []
     for s in range(10):

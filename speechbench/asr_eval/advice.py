@@ -239,7 +239,7 @@ def make_advice(by_model: dict[str, list[dict]], summary: dict[str, Any], signif
     out["per_dialect"] = per_d
     if per_d:
         out["routing"] = routing(by_model, {d: r["choice"] for d, r in per_d.items()}, best)
-        # the cheapest strategy within the recommended model's CI on each dialect
+        # the fastest (lowest-RTF) model within the budget, for when speed matters more than the last WER point
         fastest = min(eligible, key=lambda m: (models[m].get("rtf") or float("inf")))
         out["fastest_eligible"] = fastest
     out["worst_dialect"] = worst_dialect_notes(best, by_model, summary, significance.get("dialects", {}), gaps,

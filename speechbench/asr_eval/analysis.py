@@ -193,10 +193,17 @@ def significance_between_models(by_model: dict[str, list[dict[str, Any]]], n_boo
 
 
 def _blocks(recs: list[dict[str, Any]], dialects: list[str]) -> tuple[list[tuple[str, str]], dict]:
-    """(sentence, condition) blocks present in every dialect, and the records by (block, dialect)."""
-    cell: dict[tuple[tuple[str, str], str], dict[str, Any]] = {}
+    """(sentence, condition) blocks present in every dialect, and each cell's pooled WER by (block, dialect).
+
+    A cell can hold several recordings (speakers of one dialect reading the same sentence, as user
+    manifests often have): their errors and reference words are summed, so none is silently dropped.
+    """
+    sums: dict[tuple[tuple[str, str], str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for r in recs:
-        cell[((r["sentence"], r["condition"]), r["dialect"])] = r
+        acc = sums[((r["sentence"], r["condition"]), r["dialect"])]
+        acc[0] += r["errors"]
+        acc[1] += r["ref_words"]
+    cell = {k: {"wer": e / n if n else float(e), "errors": e, "ref_words": n} for k, (e, n) in sums.items()}
     blocks = sorted({b for (b, _) in cell})
     complete = [b for b in blocks if all((b, d) in cell for d in dialects)]
     return complete, cell

@@ -153,7 +153,7 @@ def _decade(m: re.Match[str]) -> str:
     n = int(digits)
     if len(digits) == 2:
         return " " + _plural_word(cardinal(n) if n >= 10 else _ONES[n]) + " "
-    return " " + _plural_word(year(n) if n % 100 else cardinal(n)) + " "
+    return " " + _plural_word(year(n) if _is_year(n) else cardinal(n)) + " "  # 1900s: nineteen hundreds
 
 
 def _ordinal(m: re.Match[str]) -> str:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speechbench.asr_eval.analysis import MIN_SPEAKER_BLOCKS
 from speechbench.common.figures import save_figure
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
@@ -262,8 +263,8 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
     if dialects:
         add("## WER by dialect")
         add("")
-        add("WER with its 95% bootstrap CI (utterances resampled within the dialect; each dialect has too few "
-            "speakers for speaker blocks). " + ("Dialects marked † are in the own CTC models' training accents; "
+        add(f"WER with its 95% bootstrap CI (speakers resampled as blocks where a dialect has at least "
+            f"{MIN_SPEAKER_BLOCKS} speakers, otherwise utterances resampled within the dialect). " + ("Dialects marked † are in the own CTC models' training accents; "
                                                  "the others are held out." if in_dom else ""))
         add("")
         add("| dialect | n | " + " | ".join(_short(m) for m in models) + " |")

@@ -100,6 +100,7 @@ def _batch_effect(rec: Any, waves: list[Any], sizes: list[int]) -> list[dict[str
 
     if not hasattr(rec, "batch_size"):
         return []
+    sizes = sorted(set(sizes) | {1})  # batch 1 first: the reference every other size's texts are compared with
     saved = {k: getattr(rec, k) for k in ("batch_size", "batched") if hasattr(rec, k)}
     audio_s = sum(len(w) for w in waves) / rec.sample_rate
     rows: list[dict[str, Any]] = []
