@@ -94,3 +94,15 @@ def test_wide_training_text_widens_vocabulary_and_leaves_the_default_unchanged()
     assert len(vocabulary(wide)) > 1.5 * len(vocabulary(narrow))
     assert not any(overlaps_eval(s) for s in wide)
     assert all(re.fullmatch(r"[A-Za-z' ,.?]+", s) for s in wide)  # letters only: every word is spelled out
+
+
+def test_wide_list_nouns_are_never_pluralized(monkeypatch):
+    # The wide list holds irregular nouns ("child", "man", "analysis") with no plural form; the regular rule
+    # would teach "childs". Make it nothing but such nouns, so any plural slot that drew from it shows.
+    import speechbench.speech.texts as texts
+
+    monkeypatch.setattr(texts, "_wide_words", lambda: {"nouns": ["child", "man"], "adjectives": ["odd"],
+                                                        "verbs": ["admire"]})
+    words = vocabulary(training_sentences(2000, seed=0, wide=True))
+    assert {"child", "man"} <= words  # the singular is used
+    assert not words & {"childs", "mans"}

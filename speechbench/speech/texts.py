@@ -158,9 +158,11 @@ class _Grammar:
         # Off, no extra random draws are made: the hand-made grammar's sentences stay exactly as they were.
         self.wide = _wide_words() if wide else None
 
-    def pick(self, key: str) -> str:
+    def pick(self, key: str, plural: bool = False) -> str:
+        """A random entry of list ``key``; ``plural``: it will be pluralized, so never a wide-list word (those
+        carry no irregular plural, and the regular rule would teach "childs" or "analysises")."""
         items = self.w[key]
-        if self.wide is not None and key in _WIDE_SLOTS:
+        if self.wide is not None and key in _WIDE_SLOTS and not plural:
             wide_key, share = _WIDE_SLOTS[key]
             if self.chance(share):
                 items = self.wide[wide_key]
@@ -200,7 +202,7 @@ class _Grammar:
             return _an(f"a {self.adj()}{_noun(self.pick('things'))}")
         if r < 0.8:
             return f"{self.pick('possessives')} {self.adj()}{_noun(self.pick('things'))}"
-        return f"{self.pick('numbers')} {self.adj()}{_noun(self.pick('things'), plural=True)}"
+        return f"{self.pick('numbers')} {self.adj()}{_noun(self.pick('things', plural=True), plural=True)}"
 
     def food(self) -> str:
         r = self.rng.random()
@@ -259,7 +261,7 @@ _TEMPLATES: list[Callable[[_Grammar], str]] = [
     lambda g: f"It is {g.pick('weather_adjectives')} {g.loc()} {g.pick('times')}.",
     lambda g: "{} {} {} and then {} {}.".format(g.subject(), *g.transitive(1), *g.transitive(1)),
     lambda g: "How many {} did {} {}?".format(
-        _noun(g.pick("things"), plural=True), g.subject(), _verb(g.pick("verbs_thing"), 0)),
+        _noun(g.pick("things", plural=True), plural=True), g.subject(), _verb(g.pick("verbs_thing"), 0)),
     lambda g: f"{g.subject()} felt {g.pick('feelings')} because {g.pick('reasons')}.",
     lambda g: f"After {g.pick('events')}, {g.subject()} {g.intransitive(1)} {g.pick('adverbs')}.",
     lambda g: f"{g.subject()} {g.pick('adverbs')} {_verb(g.pick('verbs_thing'), 1)} {g.thing()}.",
@@ -273,7 +275,7 @@ _TEMPLATES: list[Callable[[_Grammar], str]] = [
     # character model must spell; these templates make sure it hears them in many contexts.
     lambda g: f"{g.subject()} went to {g.place()} with {g.person()} {g.pick('past_times')}.",
     lambda g: f"{g.subject()} was waiting for {g.person()} {g.loc()}.",
-    lambda g: f"Are the {_noun(g.pick('things'), plural=True)} {g.loc()} {g.pick('adjectives')}?",
+    lambda g: f"Are the {_noun(g.pick('things', plural=True), plural=True)} {g.loc()} {g.pick('adjectives')}?",
     lambda g: f"{_finish(g.thing())} was made by {g.person()} {g.pick('past_times')}.",
     lambda g: "Can you {} {} for me?".format(*g.transitive(0)),
     lambda g: "Would you like to {} {} with us {}?".format(*g.transitive(0), g.pick("future_times")),
