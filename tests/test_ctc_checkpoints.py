@@ -85,3 +85,33 @@ def test_streaming_checkpoint_chunk_by_chunk_equals_whole_utterance(speech):
             outs.append(lp)
     streamed = rec.tokenizer.decode(greedy_decode(torch.cat(outs, 1))[0])
     assert streamed == offline
+
+
+def test_scorecard_scores_by_accent_and_reports_the_beam_tuning_set(speech, tmp_path):
+    """``train_asr.py --score``: per-accent greedy and beam+LM scores, plus the held-out training-grammar
+    sentences the beam weights were tuned on, rendered into the model card."""
+    from speechbench.asr.ctc.scorecard import render_scorecard, score_checkpoint
+    from speechbench.speech.audio import save_audio
+    from speechbench.speech.manifest import Utterance, write_manifest
+
+    path = default_checkpoint("ctc-small")
+    if not path.exists():
+        pytest.skip(f"{path} not trained yet (see models/README.md)")
+    utts = []
+    for i, (text, audio) in enumerate(speech):
+        wav = save_audio(tmp_path / f"u{i}.wav", audio)
+        # the labels are metadata only: half the clips stand in for a held-out accent
+        utts.append(Utterance(id=f"u{i}", audio_filepath=wav.name, text=text, duration=len(audio) / 16000,
+                              dialect="en-us" if i % 2 == 0 else "en-029", audio_path=wav))
+    manifest = write_manifest(tmp_path / "manifest.jsonl", utts)
+    ev = score_checkpoint(path, manifest, tune_utts=utts[:2], threads=2)
+    assert set(ev["per_accent"]) == {"en-us", "en-029"}
+    assert ev["per_accent"]["en-us"]["in_domain"] and not ev["per_accent"]["en-029"]["in_domain"]
+    assert ev["in_domain"]["greedy"]["n"] == 2 and ev["held_out"]["greedy"]["n"] == 2
+    chosen = (ev["beam"]["lm_weight"], ev["beam"]["char_bonus"])
+    best = min(ev["beam_tuning"]["grid"], key=lambda r: (r["wer"], r["cer"]))
+    assert chosen == (best["lm_weight"], best["char_bonus"])
+    assert ev["heldout_text"]["beam_lm"]["wer"] == best["wer"] and ev["heldout_text"]["greedy"]["n"] == 2
+    assert ev["in_domain"]["greedy"]["cer"] <= MAX_CER
+    card = "\n".join(render_scorecard(ev))
+    assert "held-out training-grammar sentences" in card and "| en-029 | held out | 2 |" in card

@@ -5,9 +5,10 @@ CTC loss (zero_infinity) with gradient clipping -> greedy CER/WER on held-out se
 ``val_every`` steps -> the best checkpoint (by validation CER) saved in fp16 -> a model card rendered
 from the run's JSONL log.
 
-Budget: ``steps`` fixes the schedule; ``minutes`` times the first ``calib_steps`` steps and one
-validation, then fixes the schedule to the number of steps that fit (logged, so ``--steps N`` repeats the
-run exactly: a wall-clock budget is the one thing that is not deterministic).
+Budget: ``steps`` fixes the schedule, and with the same seed repeats a run exactly. ``minutes`` times the
+first ``calib_steps`` steps and one validation to fix the warm-up and a first total, then re-fits the total
+at every validation from the measured pace (each re-fit is logged): a wall-clock budget is the one thing
+that is not deterministic.
 """
 
 from __future__ import annotations
