@@ -534,7 +534,9 @@ class TTSBenchmark(SectionedRun):
         # Its own engine with a 500-frame cache: the seed's maximum, whatever the benchmark's clamp.
         edge_policy = LengthPolicy(frames_per_char=self.policy.frames_per_char,
                                    max_frames=max(self.cfg.max_frames, 500), honor_stop=self.policy.honor_stop)
-        eng = TTSEngine(self.model, EngineConfig(num_slots=2), edge_policy, self.tokenizer, self.device)
+        # The optimized engine as served (its precision): these cases check behaviour, not numerics.
+        eng = TTSEngine(self.model, EngineConfig(precision=self.precision, num_slots=2), edge_policy,
+                        self.tokenizer, self.device)
         cases: list[dict[str, Any]] = []
 
         def case(name: str, fn: Callable[[], dict]) -> None:
