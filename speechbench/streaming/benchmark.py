@@ -499,9 +499,10 @@ class StreamingBenchmark(SectionedRun):
             return None if v is None else bool(fn(v))
 
         out = {
-            "streams_p95_under_100ms": t(best, ">= 50", best >= 50,
-                                         "largest swept load with p95 chunk latency < 100 ms, nothing shed, "
-                                         "dropped or refused"),
+            # The key names follow the 100 ms target; a looser --latency-bound-ms cannot meet it.
+            "streams_p95_under_100ms": t(best, ">= 50", best >= 50 and self.cfg.latency_bound_ms <= 100,
+                                         f"largest swept load with p95 chunk latency < "
+                                         f"{self.cfg.latency_bound_ms:g} ms, nothing shed, dropped or refused"),
             "batch_utilization_at_that_load": t(util, "> 0.8", cmp(util, lambda v: v > 0.8),
                                                 "mean batch size / min(max_batch, live streams) per step"),
             "peak_memory_mb": t(mem, "< 8192", cmp(mem, lambda v: v < 8192), "peak over the sweep levels"),
