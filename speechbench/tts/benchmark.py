@@ -515,8 +515,10 @@ class TTSBenchmark(SectionedRun):
         text = sorted(self.texts, key=len)[0]
         trace_dir = Path(self.cfg.trace_dir) if self.cfg.trace_dir else None
         out = {}
-        # 40 frames show which ops dominate as well as 300 do, at a fraction of the profiler's overhead.
-        policy = LengthPolicy(frames_per_char=self.policy.frames_per_char, max_frames=min(40, self.cfg.max_frames))
+        # 40 frames show which ops dominate as well as 300 do, at a fraction of the profiler's overhead
+        # (--quick: 8, a smoke check that the profile is produced).
+        frames = 8 if self.cfg.quick else 40
+        policy = LengthPolicy(frames_per_char=self.policy.frames_per_char, max_frames=min(frames, self.cfg.max_frames))
         runner = NaiveTTSInference(self.model, policy, self.tokenizer, causal=False, device=self.device)
         with torch_profile(self.device, trace_dir / "baseline.json" if trace_dir else None) as prof:
             runner.synthesize(text)
