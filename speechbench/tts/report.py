@@ -228,8 +228,9 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
                 f"{aa['static']['steps']} decode steps and continuous {aa['continuous']['steps']}: a ratio of "
                 f"{_f(b['this_draw'], 2)}x, the most it can gain when a step costs the same at any occupancy "
                 f"(measured: {_f(aa['static'].get('ms_per_step'), 1)} vs {_f(aa['continuous'].get('ms_per_step'), 1)} "
-                f"ms per step, prefill and vocoder included; a continuous step reads each sequence's cache to the "
-                f"longest active position and masks, a static one does not). The ratio depends on which sentences "
+                f"ms per step, prefill and vocoder included: a continuous step decodes only live sequences, fewer as "
+                f"the queue drains, but reads every cache to the longest active position and masks; a static step "
+                f"decodes every slot of its batch). The ratio depends on which sentences "
                 f"were drawn: over {b['draws']} other seeded draws of {sch['requests']} requests it ranges "
                 f"{_f(b['min'], 2)}-{_f(b['max'], 2)}x (median {_f(b['median'], 2)}x). Output lengths are clamped "
                 f"to {sch.get('max_frames', '?')} frames in this section.")
