@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -398,8 +398,7 @@ class TTSBenchmark(SectionedRun):
     def measure_schedulers(self) -> dict[str, Any]:
         slots = self.cfg.sched_slots
         texts = self._mixed_requests(self.cfg.sched_requests, self.cfg.seed)
-        policy = LengthPolicy(frames_per_char=self.policy.frames_per_char, max_frames=self.cfg.sched_max_frames,
-                              honor_stop=self.policy.honor_stop)
+        policy = replace(self.policy, max_frames=self.cfg.sched_max_frames)
         eng = self.engine(self.precision, slots, policy=policy)
         run_static(eng, [Request(t, i, frames=4) for i, t in enumerate(texts[:slots])], batch_size=slots)  # warm-up
         out: dict[str, Any] = {"slots": slots, "requests": len(texts), "max_frames": policy.max_frames,
@@ -534,8 +533,7 @@ class TTSBenchmark(SectionedRun):
 
     def measure_edge_cases(self) -> list[dict[str, Any]]:
         # Its own engine with a 500-frame cache: the seed's maximum, whatever the benchmark's clamp.
-        edge_policy = LengthPolicy(frames_per_char=self.policy.frames_per_char,
-                                   max_frames=max(self.cfg.max_frames, 500), honor_stop=self.policy.honor_stop)
+        edge_policy = replace(self.policy, max_frames=max(self.cfg.max_frames, 500))
         # The optimized engine as served (its precision): these cases check behaviour, not numerics.
         eng = TTSEngine(self.model, EngineConfig(precision=self.precision, num_slots=2), edge_policy,
                         self.tokenizer, self.device)
