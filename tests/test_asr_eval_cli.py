@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jiwer
@@ -15,14 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from scipy import stats as sps
+from script_runner import script_runner
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["whisper-tiny.en-int8", "pocketsphinx", "ctc-small"]  # ctc-small: runs once trained, else recorded
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "comprehensive_asr_evaluation.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+run_cli = script_runner("comprehensive_asr_evaluation.py", timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from script_runner import ROOT, script_runner
 
 from speechbench.streaming.loadgen import StreamScript, UttAudio, speech_bounds
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "ctc-streaming.pt"
 RUN_KEYS = ["streams", "chunk_ms", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "chunk_latency_ms_p99",
             "first_partial_ms_p95", "finalization_ms_p95", "rtf", "batch_utilization", "shed_chunks",
             "dropped_chunks", "peak_memory_mb", "wer"]
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "production_streaming_asr.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+run_cli = script_runner("production_streaming_asr.py", timeout=300)
 
 
 @pytest.fixture(scope="module")

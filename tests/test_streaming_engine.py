@@ -409,18 +409,40 @@ def test_real_checkpoint_endpoints_between_utterances():
     assert finals[0].last_token_sample <= len(waves[0]) + SR
 
 
-def test_vad_endpointer_on_tone_bursts(model):
-    """silero-vad batched across streams: windows are cut from any chunk size, state is per slot, and the
-    engine runs with it; a stream of pure silence never reports speech."""
+def test_vad_endpointer_on_speech_and_silence(model):
+    """silero-vad batched across streams, on real speech: windows are cut from any chunk size, state is per
+    slot (a silent stream beside a speaking one never reports speech), and an endpoint fires only once the
+    speech is over and the trailing silence has lasted the configured time."""
+    from speechbench.speech.audio import resample
+    from speechbench.speech.espeak import EspeakVoice, synthesize_espeak
     from speechbench.streaming.endpoint import VadEndpointer
 
-    ep = VadEndpointer(4, silence_ms=200)
-    slots = np.array([1, 3])
+    speech, sr = synthesize_espeak("the quick brown fox jumps over the lazy dog", EspeakVoice("en-us"))
+    speech = resample(speech, sr, SR)
     rng = np.random.default_rng(0)
-    silence = (1e-4 * rng.standard_normal((2, 640))).astype(np.float32)
-    for _ in range(10):
-        d = ep.step(slots, None, silence)
-    assert not d.speech.any() and not d.endpoint.any() and ep.nres[1] < 512
+    lead, tail = int(0.5 * SR), int(0.8 * SR)
+    talker = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(tail, np.float32)])
+    talker += (1e-4 * rng.standard_normal(talker.size)).astype(np.float32)
+    quiet = (1e-4 * rng.standard_normal(talker.size)).astype(np.float32)
+    ep = VadEndpointer(4, silence_ms=200)
+    slots = np.array([1, 3])  # slot 1 talks, slot 3 stays silent
+    chunk = 640  # not a multiple of the VAD's 512-sample window
+    first_speech = first_endpoint = None
+    for k in range(0, talker.size - chunk + 1, chunk):
+        d = ep.step(slots, None, np.stack([talker[k: k + chunk], quiet[k: k + chunk]]))
+        end_s = (k + chunk) / SR
+        assert not d.speech[1] and not d.endpoint[1], f"the silent stream reported speech at {end_s:.2f} s"
+        if d.speech[0] and first_speech is None:
+            first_speech = end_s
+        if d.endpoint[0] and first_endpoint is None:
+            first_endpoint = end_s
+    speech_end = (lead + speech.size) / SR
+    assert first_speech is not None and 0.5 <= first_speech < 1.0, first_speech
+    # Not before 200 ms of silence (less 0.3 s: espeak's last samples are near-silent anyway), so a pause
+    # between words must not end the utterance; measured here: 0.29 s after the clip ends.
+    assert first_endpoint is not None and speech_end - 0.1 <= first_endpoint <= speech_end + 0.6, (
+        first_endpoint, speech_end)
+    assert ep.nres[1] < VadEndpointer.WINDOW  # every full window of the silent stream was consumed
     eng = StreamingEngine(model, FEAT, ecfg(endpoint="vad"))
     try:
         eng.add_stream("a")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from script_runner import script_runner
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_SUMMARY = [
     "device", "baseline_latency_ms_p50", "optimized_latency_ms_p50", "optimized_latency_ms_p95",
     "latency_speedup", "optimized_throughput_per_s", "throughput_speedup", "continuous_vs_static_throughput",
@@ -18,9 +15,7 @@ REQUIRED_SUMMARY = [
 ]
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "optimized_tts_inference.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+run_cli = script_runner("optimized_tts_inference.py", timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,8 @@ def test_quick_json_fields(quick_run):
     edge = {c["case"]: c for c in res["edge_cases"]}
     assert edge["empty text"]["expected_error"] and not edge["empty text"]["ok"]
     assert edge["one character"]["ok"]
-    assert edge["batch mixing 1 and max frames"]["frames"] == [1, max(500, res["config"]["max_frames"])]
+    mixed = edge["batch mixing 1 and max frames"]  # --quick mixes 1 with the quick clamp, a full run with 500
+    assert mixed["max_frames"] == res["config"]["max_frames"] and mixed["frames"] == [1, mixed["max_frames"]]
     assert all(c["ok"] or c.get("expected_error") for c in res["edge_cases"])
 
 

@@ -9,7 +9,6 @@ Every function reads the scored records (dicts with ``model``, ``id``, ``dialect
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -413,19 +412,3 @@ def vocabulary_from_texts(texts: Iterable[str]) -> dict[str, int]:
     for t in texts:
         c.update(normalize_text(t).split())
     return dict(c)
-
-
-def checkpoint_vocabulary(path: str) -> dict[str, int] | None:
-    """Word counts of the training transcripts stored in a CTC checkpoint (``lm_texts``), or None."""
-    try:
-        import torch
-
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    texts = payload.get("lm_texts") if isinstance(payload, dict) else None
-    return vocabulary_from_texts(texts) if texts else None
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

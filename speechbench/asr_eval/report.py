@@ -8,6 +8,7 @@ from typing import Any
 
 from speechbench.asr_eval.analysis import MIN_SPEAKER_BLOCKS
 from speechbench.common.figures import save_figure
+from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
 from speechbench.common.results import write_text_atomic
@@ -188,15 +189,12 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
 
     add("# Part 2: multi-dialect ASR evaluation")
     add("")
-    add(f"Generated from `{cfg.get('output', 'results/asr_evaluation_results.json')}` by "
-        "`comprehensive_asr_evaluation.py`; every number below is read from that file.")
+    add(generated_from(res, "comprehensive_asr_evaluation.py", "results/asr_evaluation_results.json"))
     add("")
     add(f"- Device: **{s.get('device')}** ({env.get('device_name')}), {env.get('cpu_count')} CPU threads visible, "
         f"{cfg.get('workers')} worker(s) x {cfg.get('threads_per_worker')} thread(s); Python {env.get('python')}, "
         f"torch {env.get('torch')}")
-    add(f"- Commit: `{(env.get('git_sha') or 'unknown')[:12]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
-        f"run at {env.get('time_utc')}; status: {res.get('status')}; wall time "
-        f"{_f((res.get('timings') or {}).get('total_s'), 0, ' s')}")
+    add(commit_line(res, f"; wall time {_f((res.get('timings') or {}).get('total_s'), 0, ' s')}"))
     sub = ds.get("subset") or {}
     add(f"- Data: {ds.get('source')}; {ds.get('utterances_evaluated')} utterances evaluated "
         f"({_f((ds.get('audio_s') or 0) / 60, 1)} min of audio), {len(ds.get('dialects') or {})} dialects, "
@@ -580,7 +578,7 @@ def headline_markdown(res: dict[str, Any]) -> str:
     adv = res.get("advice") or {}
     lines = [
         f"Latest full run: {s.get('device')} ({env.get('device_name')}, {env.get('cpu_count')} threads), commit "
-        f"`{(env.get('git_sha') or 'unknown')[:10]}`, {env.get('time_utc')}; {ds.get('utterances_evaluated')} "
+        f"{commit(env, 10)}, {env.get('time_utc')}; {ds.get('utterances_evaluated')} "
         f"utterances, {len(ds.get('dialects') or {})} dialects, {_f((ds.get('audio_s') or 0) / 60, 1)} min of audio.",
         "",
         "| model | WER (95% CI) | CER | RTF | latency p95 | peak memory | params |",

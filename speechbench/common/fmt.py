@@ -29,3 +29,22 @@ def pct(x: Any, nd: int = 1) -> str:
 def met(m: Any) -> str:
     """A target verdict: True / False / None (not measured)."""
     return "**met**" if m is True else "**not met**" if m is False else "not measured"
+
+
+def commit(env: dict[str, Any], n: int = 12) -> str:
+    """The run's commit as inline code, flagged when the tree had uncommitted changes."""
+    sha = f"`{(env.get('git_sha') or 'unknown')[:n]}`"
+    return sha + (" (dirty tree)" if env.get("git_dirty") else "")
+
+
+
+def generated_from(res: dict[str, Any], script: str, default_output: str) -> str:
+    """A report's first line: the JSON it is rendered from and the script that wrote it."""
+    out = (res.get("config") or {}).get("output", default_output)
+    return f"Generated from `{out}` by `{script}`; every number below is read from that file."
+
+
+def commit_line(res: dict[str, Any], extra: str = "") -> str:
+    """A report's run line: commit, time, status (+ ``extra``)."""
+    env = res.get("env") or {}
+    return f"- Commit: {commit(env)}, run at {env.get('time_utc')}; status: {res.get('status')}{extra}"

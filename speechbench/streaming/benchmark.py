@@ -298,7 +298,9 @@ class StreamingBenchmark(SectionedRun):
         fa = np.array(scored["finalization_after_endpoint_ms"])
         lat = stats["chunk_latency_ms"]
         admitted = sum(t.admitted for t in raw["tracks"])
-        dropped = stats["dropped_chunks"] + raw["send_errors"] + raw["unfinished"]
+        # Chunks lost after they were accepted, or refused because their stream had failed; streams whose
+        # final never came are a separate count (a stream is not a chunk).
+        dropped = stats["dropped_chunks"] + raw["send_errors"]
         def pct(a: np.ndarray, q: float) -> float | None:
             return float(np.percentile(a, q)) if a.size else None
         out = {
@@ -316,6 +318,7 @@ class StreamingBenchmark(SectionedRun):
             "rtf": stats["compute_rtf"], "batch_utilization": stats["batch_utilization"],
             "batch_fill_of_ready": stats["batch_fill_of_ready"], "batch_size_mean": stats["batch_size_mean"],
             "shed_chunks": stats["shed_chunks"], "dropped_chunks": dropped, "failed_streams": stats["failed_streams"],
+            "unfinished_streams": raw["unfinished"],
             "peak_memory_mb": pm.report.peak_mb, "host_rss_peak_mb": pm.report.host_rss_peak_mb,
             "cuda_peak_allocated_mb": pm.report.cuda_peak_allocated_mb,
             "wer": w["wer"], "wer_offline": wo["wer"], "wer_detail": w, "wer_offline_detail": wo, "utterances_scored": len(rows),
@@ -327,7 +330,7 @@ class StreamingBenchmark(SectionedRun):
         }
         out["sustained"] = bool(
             alive and admitted == streams and out["shed_chunks"] == 0 and dropped == 0
-            and out["failed_streams"] == 0 and lat.get("p95") is not None
+            and out["failed_streams"] == 0 and out["unfinished_streams"] == 0 and lat.get("p95") is not None
             and lat["p95"] < self.cfg.latency_bound_ms)
         return out
 

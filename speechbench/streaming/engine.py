@@ -303,9 +303,7 @@ class StreamingEngine:
         now = time.perf_counter()
         problem = self._check_chunk(audio, sample_rate)
         with self._cond:
-            s = self._streams.get(stream_id)
-            if s is None:
-                raise UnknownStreamError(f"unknown stream {stream_id!r} (never added, or already closed)")
+            s = self._stream(stream_id)
             if s.status != "open":
                 raise StreamClosedError(f"stream {stream_id!r} is {s.status}; no more audio accepted")
             if problem:
@@ -314,6 +312,13 @@ class StreamingEngine:
                 return self._enqueue(s, audio, now, arrival_time)
         self._deliver(ev)  # outside the lock: the callback may call the engine
         raise BadChunkError(f"stream {stream_id!r} failed: {problem}")
+
+    def _stream(self, stream_id: str) -> _Stream:
+        """The open or finishing stream ``stream_id``; call with the lock held."""
+        s = self._streams.get(stream_id)
+        if s is None:
+            raise UnknownStreamError(f"unknown stream {stream_id!r} (never added, or already closed)")
+        return s
 
     def _enqueue(self, s: _Stream, audio: np.ndarray | torch.Tensor, now: float, arrival_time: float | None
                  ) -> str:
@@ -343,17 +348,13 @@ class StreamingEngine:
 
     def partial(self, stream_id: str) -> str:
         with self._cond:
-            s = self._streams.get(stream_id)
-            if s is None:
-                raise UnknownStreamError(f"unknown stream {stream_id!r}")
+            s = self._stream(stream_id)
             return s.text
 
     def reset_stream(self, stream_id: str) -> None:
         """Barge-in: discard the utterance in progress (queued audio, partial, model state); keep the stream."""
         with self._cond:
-            s = self._streams.get(stream_id)
-            if s is None:
-                raise UnknownStreamError(f"unknown stream {stream_id!r}")
+            s = self._stream(stream_id)
             if s.status != "open":
                 raise StreamClosedError(f"stream {stream_id!r} is {s.status}")
             s.consumed += s.n_pending  # the discarded audio counts as passed over
@@ -367,9 +368,7 @@ class StreamingEngine:
         """No more audio: process what is queued (the last partial chunk padded with silence), emit the final,
         close. Returns a Future resolved with the final text of the last segment."""
         with self._cond:
-            s = self._streams.get(stream_id)
-            if s is None:
-                raise UnknownStreamError(f"unknown stream {stream_id!r}")
+            s = self._stream(stream_id)
             if s.status == "finalizing" and s.finalize_future is not None:
                 return s.finalize_future
             if s.status != "open":

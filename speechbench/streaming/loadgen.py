@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from speechbench.asr.ctc.tokenizer import normalize_target
 from speechbench.streaming.engine import AdmissionError, Event, StreamError, StreamingEngine
 from speechbench.streaming.metrics import Histogram
 
@@ -342,6 +341,3 @@ def wer_counts(refs: list[str], hyps: list[str]) -> dict[str, Any]:
             "substitutions": out.substitutions, "deletions": out.deletions, "insertions": out.insertions,
             "utterances": len(refs)}
 
-
-def normalized_reference(text: str) -> str:
-    return normalize_target(text)

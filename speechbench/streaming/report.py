@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from speechbench.common.figures import save_figure
+from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import met as _met
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
@@ -95,7 +96,7 @@ def headline_markdown(res: dict[str, Any]) -> str:
     at = s.get("at_max_sustained") or {}
     lines = [
         f"Latest full run: {s.get('device')} ({env.get('device_name')}, {s.get('threads')} threads), commit "
-        f"`{(env.get('git_sha') or 'unknown')[:10]}`, {env.get('time_utc')}.",
+        f"{commit(env, 10)}, {env.get('time_utc')}.",
         "",
         "| | value |",
         "|---|---|",
@@ -129,13 +130,11 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     add = L.append
     add("# Part 3: streaming ASR under real-time load")
     add("")
-    add(f"Generated from `{cfg.get('output', 'results/streaming_performance.json')}` by "
-        "`production_streaming_asr.py`; every number below is read from that file.")
+    add(generated_from(res, "production_streaming_asr.py", "results/streaming_performance.json"))
     add("")
     add(f"- Device: **{s.get('device')}** ({env.get('device_name')}), {env.get('cpu_count')} CPU threads visible, "
         f"torch threads {s.get('threads')}, torch {env.get('torch')}, Python {env.get('python')}")
-    add(f"- Commit: `{(env.get('git_sha') or 'unknown')[:12]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
-        f"run at {env.get('time_utc')}; status: {res.get('status')}; total {res.get('total_seconds')} s")
+    add(commit_line(res, f"; total {res.get('total_seconds')} s"))
     add(f"- Model: `{m.get('checkpoint')}`, causal conv + {m.get('config', {}).get('layers')}x"
         f"{m.get('config', {}).get('hidden')} unidirectional LSTM CTC, {_f((m.get('params') or 0) / 1e6, 2)} M "
         f"parameters; greedy decoding")
@@ -168,7 +167,8 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
         "First partial: from speech onset (reference timing) to the first non-empty partial of that utterance. "
         "Finalization: from the end of speech to the final (includes the endpointer's silence wait). "
         "RTF: engine compute time / audio time. Batch utilization: streams per step / min(max batch, live "
-        "streams). Sustained: p95 < bound and nothing shed, dropped, refused or failed.")
+        "streams). Dropped: chunks lost after they were accepted, or refused because their stream had failed. "
+        "Sustained: p95 < bound and nothing shed, dropped, refused or failed, and every stream finalized.")
     add("")
     hdr = ("| streams | p50 | p95 | p99 ms | first partial p95 | final p95 | RTF | batch mean | util | shed | "
            "dropped | refused | peak MB | WER | offline WER | sustained |")

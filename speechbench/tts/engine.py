@@ -343,7 +343,8 @@ class TTSEngine:
 
     def warmup_compiled(self, text: str = "warm up") -> None:
         """Run one request so compilation (and its possible failure) happens before timing."""
-        if self._step_fn is self._step_impl:
+        # `is` would not do: every `self._step_impl` access makes a new bound-method object.
+        if self._step_fn == self._step_impl:
             return
         try:
             self.synthesize(text)

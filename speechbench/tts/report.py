@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from speechbench.common.figures import save_figure
+from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import num as _f
 from speechbench.common.results import write_text_atomic
 
@@ -90,7 +91,6 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "tts") -> dict[
 def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     s = res.get("summary", {})
     env = res.get("env", {})
-    cfg = res.get("config", {})
     report_path = Path(report_path)
     figs = make_plots(res, report_path.parent / "figures", prefix=report_path.stem) if plots else {}
     rel = os.path.relpath(report_path.parent / "figures", report_path.parent)
@@ -98,13 +98,11 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     add = L.append
     add("# Part 1: optimized autoregressive TTS inference")
     add("")
-    add(f"Generated from `{cfg.get('output', 'results/tts_benchmarks.json')}` by `optimized_tts_inference.py`; "
-        "every number below is read from that file.")
+    add(generated_from(res, "optimized_tts_inference.py", "results/tts_benchmarks.json"))
     add("")
     add(f"- Device: **{s.get('device')}** ({env.get('device_name')}), {env.get('cpu_count')} CPU threads "
         f"visible, torch {env.get('torch')}, Python {env.get('python')}")
-    add(f"- Commit: `{(env.get('git_sha') or 'unknown')[:12]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
-        f"run at {env.get('time_utc')}; status: {res.get('status')}")
+    add(commit_line(res))
     m = res.get("model", {})
     add(f"- Model: {m.get('name')}, {_f(m.get('params', 0) / 1e6, 1)} M parameters, weights: {m.get('weights')}")
     lp = m.get("length_policy", {})
@@ -296,11 +294,14 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
         add("## Memory")
         add("")
         add("Each variant alone in a fresh process (a process's RSS never shrinks, so measuring them in one "
-            "process would charge the later one with the earlier one's pages).")
+            "process would charge the later one with the earlier one's pages); the probes run side by side, "
+            "which slows them but does not change a process's own peak.")
         add("")
         add("| variant | texts | RSS after load MB | peak RSS MB | working set MB | CUDA peak MB |")
         add("|---|---|---|---|---|---|")
         for name, x in mem.items():
+            if not isinstance(x, dict):  # the "partial" flag of an interrupted section
+                continue
             add(f"| {name} ({x['precision']}, {x['slots']} slots) | {x['texts']} | {_f(x['rss_after_load_mb'], 0)} | "
                 f"{_f(x['rss_peak_mb'], 0)} | {_f(x['working_set_mb'], 0)} | {_f(x['cuda_peak_allocated_mb'], 0)} |")
         add("")
@@ -382,7 +383,7 @@ def headline_markdown(res: dict[str, Any]) -> str:
     env = res.get("env", {})
     return "\n".join([
         f"Latest full run: {s.get('device')} ({env.get('device_name')}, {env.get('cpu_count')} threads), "
-        f"commit `{(env.get('git_sha') or 'unknown')[:10]}`, {env.get('time_utc')}, precision {s.get('precision')}.",
+        f"commit {commit(env, 10)}, {env.get('time_utc')}, precision {s.get('precision')}.",
         "",
         "| | seed baseline | optimized | gain |",
         "|---|---|---|---|",
