@@ -80,8 +80,8 @@ class TTSBenchConfig:
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> TTSBenchConfig:
-        base = cls(quick=True, max_frames=40, repeats=1, headline_repeats=3, slots=4, batch_sizes=[1, 2, 4],
-                   sched_requests=6, sched_slots=4, sched_max_frames=40, fidelity_texts=2, profile=True)
+        base = cls(quick=True, max_frames=20, repeats=1, headline_repeats=3, slots=4, batch_sizes=[1, 2, 4],
+                   sched_requests=6, sched_slots=4, sched_max_frames=20, fidelity_texts=2, profile=True)
         for k, v in overrides.items():
             setattr(base, k, v)
         return base
@@ -490,13 +490,16 @@ class TTSBenchmark(SectionedRun):
             "optimized_batched": ["--variant", "optimized", "--precision", self.precision, "--slots",
                                   str(self.cfg.slots)] + sum((["--text", t] for t in self.texts), []),
         }
-        # The probes run side by side: each reports its own process's peak (RSS, or the CUDA allocator's
-        # peak, both per process), which sharing the CPU slows but does not change, and most of a probe's
-        # time is the interpreter and torch starting up.
+        if self.cfg.quick:  # the smoke run needs only the pair: on 2 cores a third process only waits
+            probes.pop("optimized_single")
+        # The probes run side by side, one torch thread each: a probe reports its own process's peak (RSS,
+        # or the CUDA allocator's peak, both per process), which sharing the CPU slows but does not change,
+        # and most of a probe's time is the interpreter and torch starting up. (Two-thread probes side by
+        # side would spin at OpenMP barriers waiting for each other's descheduled threads.)
         procs = {}
         for name, args in probes.items():
             cmd = [sys.executable, "-m", "speechbench.tts.memprobe", "--device", str(self.device),
-                   "--seed", str(self.cfg.seed), "--max-frames", str(self.cfg.max_frames), *args]
+                   "--seed", str(self.cfg.seed), "--max-frames", str(self.cfg.max_frames), "--threads", "1", *args]
             if self.cfg.checkpoint:
                 cmd += ["--checkpoint", self.cfg.checkpoint]
             procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -114,7 +114,8 @@ class TTSEngine:
             # torch 2.11; torchao's int8 dynamic path is the migration when the pin moves.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                decoder = torch.ao.quantization.quantize_dynamic(decoder, {torch.nn.Linear}, dtype=torch.qint8)
+                decoder = torch.ao.quantization.quantize_dynamic(decoder, {torch.nn.Linear}, dtype=torch.qint8,
+                                                                   inplace=True)  # no deep copy first
         self.decoder = decoder
         self.cache_dtype = self._autocast_dtype or torch.float32
         self._alloc(config.num_slots, self.length_policy.max_frames, 64)

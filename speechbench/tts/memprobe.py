@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--max-frames", type=int, default=500)
     p.add_argument("--text", action="append", required=True, help="a text to synthesize (repeatable)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     from profiling_utils import PeakMemory, host_rss_mb
     from speechbench.tts.baseline import NaiveTTSInference
