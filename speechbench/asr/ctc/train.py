@@ -427,8 +427,14 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
             f"{m['layers']} x {m['hidden']} -> Linear {m['vocab_size']} (CTC, blank = 0)")
     sub = (m.get("time_strides") or (2, 2))[0] * (m.get("time_strides") or (2, 2))[1]
     aug = c["augment"]
-    init = f"; started from `{c['init_from']}`" if c.get("init_from") else ""
-    log_name = Path(start["config"]["out"]).name.removesuffix(".pt") + ".train.jsonl"
+    stem = Path(path).name.removesuffix(".md")
+    log_name = stem + ".train.jsonl"  # beside the card (a run may have been written under another name)
+    init = ""
+    if c.get("init_from"):
+        init = f"; started from `{c['init_from']}`"
+        earlier = Path(path).with_name(stem + ".stage1.train.jsonl")  # a continued run keeps its first log
+        if Path(c["init_from"]).name == stem + ".pt" and earlier.exists():
+            init += f" (the previous checkpoint of this name; its log: `{earlier.name}`)"
     hours = start.get("train_hours", {})
     lines = [
         f"# {start['name']}",
