@@ -37,7 +37,6 @@ def commit(env: dict[str, Any], n: int = 12) -> str:
     return sha + (" (dirty tree)" if env.get("git_dirty") else "")
 
 
-
 def generated_from(res: dict[str, Any], script: str, default_output: str) -> str:
     """A report's first line: the JSON it is rendered from and the script that wrote it."""
     out = (res.get("config") or {}).get("output", default_output)

@@ -25,8 +25,7 @@ def _linear_from(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     then costs no weight copies (it used to copy 100 MB, ~0.5 s, per engine, and the benchmark builds a
     dozen), and fp32 engines add no weight memory. Nothing here writes to weights; int8 quantization makes
     its own packed copies and drops these."""
-    lin = torch.nn.utils.skip_init(nn.Linear, weight.size(1), weight.size(0), bias=bias is not None,
-                                   device="meta")
+    lin = nn.Linear(weight.size(1), weight.size(0), bias=bias is not None, device="meta")  # no init, no storage
     lin.weight = nn.Parameter(weight.detach(), requires_grad=False)
     if bias is not None:
         lin.bias = nn.Parameter(bias.detach(), requires_grad=False)

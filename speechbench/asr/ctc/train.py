@@ -427,12 +427,12 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
             f"{m['layers']} x {m['hidden']} -> Linear {m['vocab_size']} (CTC, blank = 0)")
     sub = (m.get("time_strides") or (2, 2))[0] * (m.get("time_strides") or (2, 2))[1]
     aug = c["augment"]
-    stem = Path(path).name.removesuffix(".md")
+    stem = path.name.removesuffix(".md")
     log_name = stem + ".train.jsonl"  # beside the card (a run may have been written under another name)
     init = ""
     if c.get("init_from"):
         init = f"; started from `{c['init_from']}`"
-        earlier = Path(path).with_name(stem + ".stage1.train.jsonl")  # a continued run keeps its first log
+        earlier = path.with_name(stem + ".stage1.train.jsonl")  # a continued run keeps its first log
         if Path(c["init_from"]).name == stem + ".pt" and earlier.exists():
             init += f" (the previous checkpoint of this name; its log: `{earlier.name}`)"
     hours = start.get("train_hours", {})
@@ -482,7 +482,7 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
             lines += ["", "Examples (last validation):", ""]
             lines += [f"- ref: `{e['ref']}`  \n  hyp: `{e['hyp']}`" for e in ex]
     lines.append("")
-    ev_path = path.with_name(path.name.removesuffix(".md") + ".eval.json")
+    ev_path = path.with_name(stem + ".eval.json")
     if ev_path.exists():  # written by `train_asr.py --score`
         from speechbench.asr.ctc.scorecard import render_scorecard
 
