@@ -20,6 +20,14 @@ SMALL = TTSModelConfig(hidden_dim=64, num_layers=2, num_heads=4, ff_dim=128)
 TEXTS = ["Hi.", "Hello world!", "The quick brown fox jumps over the lazy dog.", "Good morning, how are you?"]
 
 
+@pytest.fixture(autouse=True)
+def no_grad():
+    """Inference only; a scoped no_grad, so grad mode does not leak into later test modules (a global
+    torch.set_grad_enabled(False) here once broke the CTC training tests when they ran after this file)."""
+    with torch.no_grad():
+        yield
+
+
 def small_model(seed: int = 0):
     return build_model(seed, config=SMALL)
 
@@ -31,7 +39,6 @@ def reference_mel(model, policy, text):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("max_frames", [1, 7, 60])
 def test_kv_cache_equals_causal_reference_fp32(seed, max_frames):
-    torch.set_grad_enabled(False)
     model = small_model(seed)
     policy = LengthPolicy(max_frames=max_frames)
     eng = TTSEngine(model, EngineConfig(num_slots=1), policy)
@@ -44,7 +51,6 @@ def test_kv_cache_equals_causal_reference_fp32(seed, max_frames):
 
 def test_kv_cache_equals_reference_on_full_size_model():
     """The seed-size model (512 hidden, 6+6 layers), a short rollout: same bar."""
-    torch.set_grad_enabled(False)
     model = build_model(3)
     policy = LengthPolicy(max_frames=12)
     ref = reference_mel(model, policy, "Full size.")
@@ -55,7 +61,6 @@ def test_kv_cache_equals_reference_on_full_size_model():
 
 def test_seed_noncausal_loop_differs_from_reference():
     """The seed's missing mask is a real semantic difference (why the reference is causal)."""
-    torch.set_grad_enabled(False)
     model = small_model(0)
     policy = LengthPolicy(max_frames=20)
     seed = NaiveTTSInference(model, policy, causal=False).synthesize("Hello world!").mel
@@ -65,7 +70,6 @@ def test_seed_noncausal_loop_differs_from_reference():
 
 
 def test_text_alone_equals_text_in_mixed_batch():
-    torch.set_grad_enabled(False)
     model = small_model(1)
     policy = LengthPolicy(max_frames=50)
     eng = TTSEngine(model, EngineConfig(num_slots=4), policy)
@@ -77,7 +81,6 @@ def test_text_alone_equals_text_in_mixed_batch():
 
 
 def test_continuous_batching_matches_sequential_and_admits_everyone():
-    torch.set_grad_enabled(False)
     model = small_model(2)
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 3)]  # 12 requests through 3 slots
@@ -94,7 +97,6 @@ def test_continuous_batching_matches_sequential_and_admits_everyone():
 
 
 def test_static_batching_pads_work_but_keeps_each_output_length():
-    torch.set_grad_enabled(False)
     model = small_model(0)
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS)]
@@ -112,7 +114,6 @@ def test_decode_step_arithmetic_matches_the_schedulers():
     assert decode_steps([5, 1, 1, 1], 2, "continuous") == 5
     with pytest.raises(ValueError):
         decode_steps([1], 2, "fifo")
-    torch.set_grad_enabled(False)
     model = small_model(1)
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 2)]
@@ -124,7 +125,6 @@ def test_decode_step_arithmetic_matches_the_schedulers():
 
 def test_retire_refills_slot_immediately():
     """Iteration-level scheduling: a slot freed at step k holds a newcomer at step k+1."""
-    torch.set_grad_enabled(False)
     model = small_model(0)
     eng = TTSEngine(model, EngineConfig(num_slots=2), LengthPolicy(max_frames=50))
     eng.prefill([Request("a", 0, frames=2), Request("b", 1, frames=5)])
@@ -154,7 +154,6 @@ def test_poisson_arrivals_are_seeded_and_respected():
     a = make_arrivals(5, "poisson", rate_per_s=50.0, seed=3)
     assert a == make_arrivals(5, "poisson", rate_per_s=50.0, seed=3)
     assert all(x < y for x, y in zip(a, a[1:], strict=False))
-    torch.set_grad_enabled(False)
     eng = TTSEngine(small_model(), EngineConfig(num_slots=2), LengthPolicy(max_frames=5))
     res = run_continuous(eng, [Request("hello", i, t) for i, t in enumerate(a)])
     for c in res.completed:
@@ -164,7 +163,6 @@ def test_poisson_arrivals_are_seeded_and_respected():
 
 
 def test_int8_and_bf16_within_five_percent_of_reference():
-    torch.set_grad_enabled(False)
     model = build_model(0)
     policy = LengthPolicy(max_frames=15)
     ref = reference_mel(model, policy, "Reduced precision.")
@@ -184,7 +182,6 @@ def test_fp16_refused_on_cpu_and_bad_precision():
 
 
 def test_stop_head_is_honoured_when_asked():
-    torch.set_grad_enabled(False)
     model = small_model(0)
     with torch.no_grad():  # make the stop head fire on every step
         model.stop_token.bias.fill_(50.0)
@@ -210,7 +207,6 @@ def test_empty_and_whitespace_text_are_clear_errors():
 
 
 def test_one_character_text():
-    torch.set_grad_enabled(False)
     c = TTSEngine(small_model(), EngineConfig(), LengthPolicy()).synthesize("a")
     assert c.frames == LengthPolicy().frames_for(1) >= 1
     assert c.audio.numel() == 8 * c.frames  # the toy vocoder upsamples 8x
@@ -222,7 +218,6 @@ def test_long_text_is_truncated_with_a_record(caplog):
         t = tok("x" * 120)
     assert len(t.ids) == 50 and t.truncated_from == 120
     assert "truncated" in caplog.text
-    torch.set_grad_enabled(False)
     eng = TTSEngine(small_model(), EngineConfig(), LengthPolicy(max_frames=5), tokenizer=tok)
     assert eng.synthesize("y" * 500).meta["truncated_from"] == 500
 
@@ -238,7 +233,6 @@ def test_non_ascii_policies():
 
 
 def test_batch_mixing_one_and_max_frames():
-    torch.set_grad_enabled(False)
     model = small_model(0)
     policy = LengthPolicy(max_frames=500)
     eng = TTSEngine(model, EngineConfig(num_slots=2), policy)
@@ -276,7 +270,6 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_static_shapes_equal_dynamic_shapes():
     """Attending over the whole preallocated cache under a mask must not change the output."""
-    torch.set_grad_enabled(False)
     model = small_model(4)
     policy = LengthPolicy(max_frames=30)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS)]
@@ -289,7 +282,6 @@ def test_static_shapes_equal_dynamic_shapes():
 
 
 def test_compile_failure_falls_back_to_eager_and_says_so(monkeypatch):
-    torch.set_grad_enabled(False)
 
     def broken_compile(*args, **kwargs):
         raise RuntimeError("no compiler here")
@@ -304,7 +296,6 @@ def test_compile_failure_falls_back_to_eager_and_says_so(monkeypatch):
 
 
 def test_compiled_step_failing_at_first_run_falls_back(monkeypatch):
-    torch.set_grad_enabled(False)
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))))
     eng = TTSEngine(small_model(0), EngineConfig(static_shapes=True, compile=True), LengthPolicy(max_frames=5))
     eng.warmup_compiled()
