@@ -100,8 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--val-every", type=int, default=250,
                    help="validate (greedy CER/WER) every N steps (default: 250)")
     t.add_argument("--init-from", type=Path, metavar="CKPT",
-                   help="start from this checkpoint's weights (same --model), e.g. to give a run more time; "
-                   "the optimizer and schedule start afresh")
+                   help="start from this checkpoint's weights, e.g. to give a run more time; the optimizer "
+                   "and schedule start afresh. A smaller model of the same depth (ctc-medium for --model "
+                   "large) is widened into --model without changing its outputs, its new units learning "
+                   "from there")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="checkpoint path (default: models/ctc-<model>.pt; with --quick "
                    "data/quick-models/ctc-<model>.pt); the model card and log go beside it")
@@ -157,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.manifest, args.val_manifest, args.init_from):
         if path is not None and not path.exists():  # fail now, not after minutes of corpus synthesis
             print(f"error: file not found: {path}", file=sys.stderr)
+            return 2
+    if args.init_from and not args.score:  # an unusable starting point fails now, before any synthesis
+        from speechbench.asr.ctc.grow import can_grow
+        from speechbench.asr.ctc.model import SIZES
+        from speechbench.asr.ctc.train import load_checkpoint
+
+        init_cfg = load_checkpoint(args.init_from)[0].cfg
+        reason = None if init_cfg == SIZES[args.model] else can_grow(init_cfg, SIZES[args.model])
+        if reason:
+            print(f"error: --init-from {args.init_from} holds a {init_cfg.name!r} model, which cannot start a "
+                  f"{args.model!r} one: {reason}", file=sys.stderr)
             return 2
     if args.score and not args.val_manifest:
         print("error: --score needs --val-manifest (the evaluation set)", file=sys.stderr)

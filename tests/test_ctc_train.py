@@ -100,6 +100,22 @@ def test_init_from_continues_from_a_checkpoint(quick_run, tmp_path):
     assert train_asr.main(["--model", "small", "--init-from", str(tmp_path / "missing.pt"), "--steps", "1"]) == 2
 
 
+def test_init_from_a_smaller_model_grows_it(quick_run, tmp_path, capsys):
+    """--model large --init-from a medium checkpoint widens it (grow.py) and says so in the card; a model
+    of another depth or direction is refused with the reason."""
+    corpora = str(quick_run.parent.parent / "corpora")
+    medium = tmp_path / "medium.pt"
+    common = ["--quick", "--steps", "1", "--corpus-root", corpora, "--no-progress"]
+    assert train_asr.main(["--model", "medium", *common, "--out", str(medium)]) == 0
+    large = tmp_path / "large.pt"
+    assert train_asr.main(["--model", "large", *common, "--init-from", str(medium), "--out", str(large)]) == 0
+    assert "widened into this one" in large.with_name("large.md").read_text()
+    grown, _, _ = load_checkpoint(large)
+    assert grown.cfg.name == "large" and torch.equal(grown.feat_mean, load_checkpoint(medium)[0].feat_mean)
+    rc = train_asr.main(["--model", "large", *common, "--init-from", str(quick_run), "--out", str(large)])
+    assert rc == 2 and "bidirectional differs" in capsys.readouterr().err
+
+
 def test_score_writes_per_accent_scores_and_the_card_renders_them(quick_run, tmp_path):
     """`train_asr.py --score`: every accent of the evaluation manifest scored greedy and beam + LM, the
     beam weights tuned on training-corpus utterances, the card re-rendered with the table."""

@@ -38,6 +38,7 @@ from speechbench.asr.ctc.data import (
 )
 from speechbench.asr.ctc.decode import greedy_decode
 from speechbench.asr.ctc.features import FeatureConfig, LogMel
+from speechbench.asr.ctc.grow import can_grow, grow
 from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig
 from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
 from speechbench.common.fmt import pct as _pct
@@ -265,11 +266,18 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
         primary = None
     extractor = LogMel(cfg.features)
     model = CTCModel(SIZES[cfg.model])
+    grown_from = None
     if cfg.init_from:
         init, _, _ = load_checkpoint(cfg.init_from)
-        if init.cfg != model.cfg:
-            raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, not {cfg.model!r}")
-        model.load_state_dict(init.state_dict())  # feature statistics included: the inputs keep their scale
+        if init.cfg == model.cfg:
+            model.load_state_dict(init.state_dict())  # feature statistics included: inputs keep their scale
+        elif (reason := can_grow(init.cfg, model.cfg)) is None:
+            # A smaller trained model widened without changing its outputs (see grow.py); the new units
+            # train from here.
+            model, grown_from = grow(init, model.cfg, cfg.seed), init.cfg.to_json()
+        else:
+            raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, which cannot start a "
+                             f"{cfg.model!r} one: {reason}")
     else:
         model.set_feature_stats(*feature_stats(train_ds, extractor, cfg.stats_utterances, cfg.seed))
     model.train()
@@ -278,7 +286,7 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
     logf = JsonlLog(companion(out, ".train.jsonl"))
     hours = corpus_hours(train_ds.utts)
     logf.write({"event": "start", "name": cfg.run_name, "config": cfg.to_json(), "model": model.cfg.to_json(),
-                "params": model.num_params, "corpus": corpus or {}, "train_utterances": len(train_ds),
+                "params": model.num_params, "grown_from": grown_from, "corpus": corpus or {}, "train_utterances": len(train_ds),
                 "train_hours": hours, "val_utterances": {k: len(v) for k, v in val_ds.items()},
                 "hardware": hardware(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
@@ -432,6 +440,11 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
     init = ""
     if c.get("init_from"):
         init = f"; started from `{c['init_from']}`"
+        if start.get("grown_from"):
+            g = start["grown_from"]
+            init += (f", a {g['name']} model ({g['layers']} x {g['hidden']}, conv {g['conv_channels'][0]}/"
+                     f"{g['conv_channels'][1]}) widened into this one without changing its outputs "
+                     "(new units' fan-out zero at the start; `speechbench/asr/ctc/grow.py`)")
         earlier = path.with_name(stem + ".stage1.train.jsonl")  # a continued run keeps its first log
         if Path(c["init_from"]).name == stem + ".pt" and earlier.exists():
             init += f" (the previous checkpoint of this name; its log: `{earlier.name}`)"
