@@ -14,7 +14,17 @@ from speechbench.tts.engine import EngineConfig, Request, TTSEngine
 from speechbench.tts.fidelity import compare_mels
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_model
-from speechbench.tts.scheduler import decode_steps, make_arrivals, run_continuous, run_sequential, run_static
+from speechbench.tts.scheduler import (
+    BusyClock,
+    ContinuousSchedule,
+    StaticSchedule,
+    decode_steps,
+    make_arrivals,
+    run_continuous,
+    run_interleaved,
+    run_sequential,
+    run_static,
+)
 
 SMALL = TTSModelConfig(hidden_dim=64, num_layers=2, num_heads=4, ff_dim=128)
 TEXTS = ["Hi.", "Hello world!", "The quick brown fox jumps over the lazy dog.", "Good morning, how are you?"]
@@ -121,6 +131,46 @@ def test_decode_step_arithmetic_matches_the_schedulers():
     eng = TTSEngine(model, EngineConfig(num_slots=3), policy)
     assert run_static(eng, reqs, batch_size=3).steps == decode_steps(frames, 3, "static")
     assert run_continuous(eng, reqs).steps == decode_steps(frames, 3, "continuous")
+
+
+def test_interleaved_schedulers_serve_the_same_as_alone():
+    """Taking turns changes when each scheduler runs, not what it computes or how many steps it takes."""
+    model = small_model(1)
+    policy = LengthPolicy(max_frames=40)
+    reqs = [Request(t, i) for i, t in enumerate(TEXTS * 2)]
+    frames = [policy.frames_for(len(t)) for t in TEXTS * 2]
+    alone = {c.request_id: c for c in run_continuous(TTSEngine(model, EngineConfig(num_slots=3), policy), reqs).completed}
+    stat, cont = run_interleaved([
+        StaticSchedule(TTSEngine(model, EngineConfig(num_slots=3), policy), reqs, 3, clock=BusyClock()),
+        ContinuousSchedule(TTSEngine(model, EngineConfig(num_slots=3), policy), reqs, clock=BusyClock())])
+    assert (stat.steps, cont.steps) == (decode_steps(frames, 3, "static"), decode_steps(frames, 3, "continuous"))
+    for res in (stat, cont):
+        assert sorted(c.request_id for c in res.completed) == list(range(len(reqs)))
+        assert 0 < res.wall_s and all(0 < c.finished_s <= res.wall_s + 1e-9 for c in res.completed)
+        for c in res.completed:
+            assert c.frames == alone[c.request_id].frames
+            assert (c.mel - alone[c.request_id].mel).abs().max().item() <= 1e-4
+    engine = TTSEngine(model, EngineConfig(num_slots=3), policy)
+    with pytest.raises(ValueError, match="one engine each"):
+        run_interleaved([ContinuousSchedule(engine, reqs, clock=BusyClock()),
+                         StaticSchedule(engine, reqs, 3, clock=BusyClock())])
+    with pytest.raises(ValueError, match="BusyClock"):
+        run_interleaved([ContinuousSchedule(engine, reqs)])
+
+
+def test_busy_clock_skips_idle_gaps_but_keeps_arrival_order():
+    """Arrivals 30 s apart finish in well under a second of real time; no request starts before it arrives
+    and each one's latency is its own service time, not the gap."""
+    import time
+
+    eng = TTSEngine(small_model(), EngineConfig(num_slots=2), LengthPolicy(max_frames=5))
+    reqs = [Request("hello", i, 30.0 * i) for i in range(3)]
+    t0 = time.perf_counter()
+    (res,) = run_interleaved([ContinuousSchedule(eng, reqs, clock=BusyClock())])
+    assert time.perf_counter() - t0 < 20
+    assert res.wall_s >= 60.0
+    for c in sorted(res.completed, key=lambda c: c.request_id):
+        assert c.admitted_s >= c.arrival_s and 0 < c.latency_s < 10
 
 
 def test_retire_refills_slot_immediately():

@@ -37,7 +37,16 @@ from speechbench.tts.engine import EngineConfig, Request, TTSEngine
 from speechbench.tts.fidelity import aggregate, compare_mels
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, TextError, build_model
-from speechbench.tts.scheduler import decode_steps, make_arrivals, run_continuous, run_static
+from speechbench.tts.scheduler import (
+    BusyClock,
+    ContinuousSchedule,
+    StaticSchedule,
+    decode_steps,
+    make_arrivals,
+    run_continuous,
+    run_interleaved,
+    run_static,
+)
 
 log = logging.getLogger(__name__)
 SCHEMA = "tts_benchmarks/1"
@@ -152,7 +161,7 @@ class TTSBenchmark(SectionedRun):
             "failures": [],
             "notes": [],
         }
-        self._engines: dict[tuple[str, int, bool, int], TTSEngine] = {}
+        self._engines: dict[tuple[str, int, bool, int, int], TTSEngine] = {}
         self._baseline_mels: dict[str, torch.Tensor] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -169,9 +178,11 @@ class TTSBenchmark(SectionedRun):
             "length_policy": asdict(self.policy),
         }
 
-    def engine(self, precision: str, slots: int, static: bool = False, policy: LengthPolicy | None = None) -> TTSEngine:
+    def engine(self, precision: str, slots: int, static: bool = False, policy: LengthPolicy | None = None,
+               replica: int = 0) -> TTSEngine:
+        """A cached engine; ``replica`` > 0 gives another one of the same kind (its own slots, same weights)."""
         policy = policy or self.policy
-        key = (precision, slots, static, policy.max_frames)
+        key = (precision, slots, static, policy.max_frames, replica)
         if key not in self._engines:
             cfg = EngineConfig(precision=precision, num_slots=slots, static_shapes=static,
                                compile=static and self.use_compile)
@@ -405,12 +416,22 @@ class TTSBenchmark(SectionedRun):
                                "workload": "sentences of the sample texts, drawn with replacement",
                                "request_frames": self._request_frames(texts, policy),
                                "step_ratio_bound": self.step_bound(policy)}
-        with self.bar(4, "schedulers") as b:
+        # Static and continuous batching take turns, one iteration each, each timed on its own BusyClock:
+        # run one after the other, machine drift between their windows decided the ratio (see BusyClock).
+        stat_eng, cont_eng = eng, self.engine(self.precision, slots, policy=policy, replica=1)
+        run_static(cont_eng, [Request(t, i, frames=4) for i, t in enumerate(texts[:slots])], batch_size=slots)
+
+        def compare(reqs: list[Request]) -> tuple[dict[str, Any], dict[str, Any]]:
+            stat, cont = run_interleaved([StaticSchedule(stat_eng, reqs, slots, clock=BusyClock()),
+                                          ContinuousSchedule(cont_eng, reqs, clock=BusyClock())])
+            return stat.summary(self.fps), cont.summary(self.fps)
+
+        out["clock"] = ("each scheduler's own busy time, its iterations timed one by one while the two took "
+                        "turns; idle gaps before an arrival are skipped, not slept")
+        with self.bar(2, "schedulers") as b:
             reqs = [Request(t, i) for i, t in enumerate(texts)]
             with NVMLSampler() as nv:
-                cont = run_continuous(eng, reqs).summary(self.fps)
-            b.update()
-            stat = run_static(eng, reqs, batch_size=slots).summary(self.fps)
+                stat, cont = compare(reqs)
             b.update()
             out["all_at_once"] = {"static": stat, "continuous": cont,
                                   "continuous_vs_static_throughput": cont["throughput_texts_per_s"]
@@ -418,10 +439,7 @@ class TTSBenchmark(SectionedRun):
             out["gpu_telemetry"] = nv.summary()
             rate = self.cfg.poisson_load * cont["throughput_texts_per_s"]
             arrivals = make_arrivals(len(texts), "poisson", rate, self.cfg.seed)
-            preqs = [Request(t, i, a) for i, (t, a) in enumerate(zip(texts, arrivals, strict=True))]
-            pc = run_continuous(eng, preqs).summary(self.fps)
-            b.update()
-            ps = run_static(eng, preqs, batch_size=slots).summary(self.fps)
+            ps, pc = compare([Request(t, i, a) for i, (t, a) in enumerate(zip(texts, arrivals, strict=True))])
             b.update()
             out["poisson"] = {"rate_per_s": rate, "load_fraction": self.cfg.poisson_load,
                               "static": ps, "continuous": pc,
@@ -461,7 +479,7 @@ class TTSBenchmark(SectionedRun):
                 })
                 bar.update()
                 if bs > 1:  # large pools are only for the sweep: free them before the next size
-                    self._engines.pop((self.precision, bs, False), None)
+                    self._engines.pop((self.precision, bs, False, self.policy.max_frames, 0), None)
         return rows
 
     def _timed_batch(self, eng: TTSEngine, texts: list[str]) -> tuple[float, int]:

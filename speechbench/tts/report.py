@@ -202,6 +202,8 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
             f"{min(sch['request_frames'])}-{max(sch['request_frames'])} frames, {sch['slots']} slots. Poisson "
             f"arrivals at {_f(sch['poisson']['rate_per_s'], 2)} requests/s "
             f"({sch['poisson']['load_fraction']:.0%} of the measured continuous capacity).")
+        if sch.get("clock"):
+            add(f"The two schedulers took turns on the machine, one iteration each; times are {sch['clock']}.")
         add("")
         if "throughput" in figs:
             add(f"![throughput]({rel}/{figs['throughput']})")

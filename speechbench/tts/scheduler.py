@@ -1,7 +1,9 @@
 """Request schedulers over one ``TTSEngine``: sequential, padded static batching, continuous batching.
 
-All three replay the same request list against the wall clock (a request is invisible before its
-``arrival_s``), so their per-request latency (finish - arrival) and throughput compare directly.
+All three replay the same request list against a clock (a request is invisible before its
+``arrival_s``), so their per-request latency (finish - arrival) and throughput compare directly. Alone,
+a scheduler runs against the wall clock (``run_static``, ``run_continuous``); to compare two fairly,
+``run_interleaved`` runs them by turns, each on its own ``BusyClock``.
 
 * sequential: one request at a time (the engine's KV cache, no batching).
 * static: whatever has arrived, up to ``batch_size``, starts together; the batch runs until its longest
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
+from profiling_utils import synchronize
 from speechbench.tts.engine import Completed, Request, TTSEngine
 
 ARRIVALS = ("all_at_once", "poisson")
@@ -72,81 +77,181 @@ class ScheduleResult:
         }
 
 
-class _Clock:
+class WallClock:
+    """Real time since the run started; waiting for an arrival sleeps. For one scheduler running alone."""
+
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
 
-    def sleep_until(self, t: float) -> None:
+    def wait_until(self, t: float) -> None:
         dt = t - self.now()
         if dt > 0:
             time.sleep(dt)
+
+    @contextmanager
+    def busy(self, device: torch.device | None = None) -> Iterator[None]:
+        yield
+
+
+class BusyClock:
+    """A scheduler's own time when several share the machine by turns (``run_interleaved``).
+
+    Time advances only while this scheduler works (each iteration timed, device synchronized) and jumps
+    over idle gaps to the next arrival without sleeping. Why: two schedulers measured one after the other
+    (44 s each here) were at the mercy of the machine's speed drifting between the two windows (the same
+    code measured continuous/static at 1.43x one day and 0.99x the next); taking turns step by step puts
+    both in the same windows, so drift cancels out of their ratio.
+    """
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._since: float | None = None
+
+    def now(self) -> float:
+        return self.t + (time.perf_counter() - self._since if self._since is not None else 0.0)
+
+    def wait_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+    @contextmanager
+    def busy(self, device: torch.device | None = None) -> Iterator[None]:
+        self._since = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(device)
+            self.t += time.perf_counter() - self._since
+            self._since = None
+
+
+Clock = WallClock | BusyClock
 
 
 def _arrived(queue: deque[Request], now: float) -> bool:
     return bool(queue) and queue[0].arrival_s <= now
 
 
+class Schedule:
+    """One scheduler serving one request list on one engine, one iteration per ``advance()``."""
+
+    name = "schedule"
+
+    def __init__(self, engine: TTSEngine, requests: list[Request], clock: Clock | None = None,
+                 on_done: Callable | None = None) -> None:
+        self.engine = engine
+        self.queue = deque(sorted(requests, key=lambda r: r.arrival_s))
+        self.clock = clock or WallClock()
+        self.on_done = on_done
+        self.result = ScheduleResult(self.name, [], 0.0)
+
+    @property
+    def done(self) -> bool:
+        return not self.queue and not self.engine.active
+
+    def advance(self) -> None:
+        raise NotImplementedError
+
+    def _retire(self) -> None:
+        done = self.engine.retire(now_fn=self.clock.now, t0=0.0)
+        if done:
+            self.result.completed.extend(done)
+            if self.on_done:
+                self.on_done(len(done))
+
+    def run(self) -> ScheduleResult:
+        while not self.done:
+            self.advance()
+        self.result.wall_s = self.clock.now()
+        return self.result
+
+
+class StaticSchedule(Schedule):
+    """Padded static batching: whatever has arrived (up to ``batch_size``) starts together and runs until
+    its longest sequence ends, finished ones still occupying (and costing) their slot."""
+
+    name = "static"
+
+    def __init__(self, engine: TTSEngine, requests: list[Request], batch_size: int, clock: Clock | None = None,
+                 on_done: Callable | None = None, name: str = "static") -> None:
+        if batch_size > engine.config.num_slots:
+            raise ValueError(f"batch_size {batch_size} > engine slots {engine.config.num_slots}")
+        self.name = name
+        super().__init__(engine, requests, clock, on_done)
+        self.batch_size = batch_size
+
+    def advance(self) -> None:
+        eng, res, clock = self.engine, self.result, self.clock
+        if not eng.active and not _arrived(self.queue, clock.now()):
+            clock.wait_until(self.queue[0].arrival_s)
+        with clock.busy(eng.device):
+            if not eng.active:  # start the next batch
+                batch = []
+                while len(batch) < self.batch_size and _arrived(self.queue, clock.now()):
+                    batch.append(self.queue.popleft())
+                eng.prefill(batch, now_s=clock.now())
+            res.occupancy.append(eng.active)
+            res.slot_steps += eng.active
+            res.steps += 1
+            eng._step_static_batch()
+            if all(s.done for s in eng.slots):
+                self._retire()
+
+
+class ContinuousSchedule(Schedule):
+    """Iteration-level batching: a finished slot is retired and refilled from the queue at once."""
+
+    name = "continuous"
+
+    def advance(self) -> None:
+        eng, res, clock = self.engine, self.result, self.clock
+        if not eng.active and not _arrived(self.queue, clock.now()):
+            clock.wait_until(self.queue[0].arrival_s)  # idle: nothing to decode until the next arrival
+        with clock.busy(eng.device):
+            newcomers = []
+            now = clock.now()
+            while eng.free_slots - len(newcomers) > 0 and _arrived(self.queue, now):
+                newcomers.append(self.queue.popleft())
+            eng.prefill(newcomers, now_s=now)  # prefill is separate from (and before) the decode step
+            res.occupancy.append(eng.active)
+            res.slot_steps += eng.step()
+            res.steps += 1
+            self._retire()
+
+
+def run_static(engine: TTSEngine, requests: list[Request], batch_size: int, on_done: Callable | None = None,
+               name: str = "static") -> ScheduleResult:
+    """Static batching alone on the machine, against the wall clock."""
+    return StaticSchedule(engine, requests, batch_size, on_done=on_done, name=name).run()
+
+
 def run_sequential(engine: TTSEngine, requests: list[Request], on_done: Callable | None = None) -> ScheduleResult:
     return run_static(engine, requests, batch_size=1, on_done=on_done, name="sequential")
 
 
-def run_static(
-    engine: TTSEngine,
-    requests: list[Request],
-    batch_size: int,
-    on_done: Callable | None = None,
-    name: str = "static",
-) -> ScheduleResult:
-    if batch_size > engine.config.num_slots:
-        raise ValueError(f"batch_size {batch_size} > engine slots {engine.config.num_slots}")
-    queue = deque(sorted(requests, key=lambda r: r.arrival_s))
-    clock = _Clock()
-    res = ScheduleResult(name, [], 0.0)
-    while queue:
-        if not _arrived(queue, clock.now()):
-            clock.sleep_until(queue[0].arrival_s)
-        batch = []
-        while len(batch) < batch_size and _arrived(queue, clock.now()):
-            batch.append(queue.popleft())
-        engine.prefill(batch, now_s=clock.now())
-        while not all(s.done for s in engine.slots):
-            res.occupancy.append(engine.active)
-            res.slot_steps += engine.active
-            res.steps += 1
-            engine._step_static_batch()
-        done = engine.retire(now_fn=clock.now, t0=0.0)
-        res.completed.extend(done)
-        if on_done:
-            on_done(len(done))
-    res.wall_s = clock.now()
-    return res
-
-
 def run_continuous(engine: TTSEngine, requests: list[Request], on_done: Callable | None = None) -> ScheduleResult:
-    queue = deque(sorted(requests, key=lambda r: r.arrival_s))
-    clock = _Clock()
-    res = ScheduleResult("continuous", [], 0.0)
-    while queue or engine.active:
-        if not engine.active and not _arrived(queue, clock.now()):
-            clock.sleep_until(queue[0].arrival_s)  # idle: nothing to decode until the next arrival
-        newcomers = []
-        now = clock.now()
-        while engine.free_slots - len(newcomers) > 0 and _arrived(queue, now):
-            newcomers.append(queue.popleft())
-        engine.prefill(newcomers, now_s=now)  # prefill is separate from (and before) the decode step
-        res.occupancy.append(engine.active)
-        res.slot_steps += engine.step()
-        res.steps += 1
-        done = engine.retire(now_fn=clock.now, t0=0.0)
-        if done:
-            res.completed.extend(done)
-            if on_done:
-                on_done(len(done))
-    res.wall_s = clock.now()
-    return res
+    """Continuous batching alone on the machine, against the wall clock."""
+    return ContinuousSchedule(engine, requests, on_done=on_done).run()
+
+
+def run_interleaved(schedules: list[Schedule]) -> list[ScheduleResult]:
+    """Run schedules by turns, one iteration each, every one on its own ``BusyClock`` (see there).
+
+    Each needs its own engine (slots hold state) and its own clock; the engines may share weights.
+    """
+    if len({id(s.engine) for s in schedules}) != len(schedules):
+        raise ValueError("interleaved schedules need one engine each")
+    if not all(isinstance(s.clock, BusyClock) for s in schedules):
+        raise ValueError("interleaved schedules need a BusyClock each: a wall clock would count the others' turns")
+    while not all(s.done for s in schedules):
+        for s in schedules:
+            if not s.done:
+                s.advance()
+    for s in schedules:
+        s.result.wall_s = s.clock.now()
+    return [s.result for s in schedules]
 
 
 def decode_steps(frames: list[int], slots: int, scheduler: str) -> int:
