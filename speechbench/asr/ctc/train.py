@@ -474,7 +474,8 @@ def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
         f"| steps | {end.get('steps', 'n/a')} ({end.get('epochs', 'n/a')} epochs); best checkpoint at step "
         f"{best.get('step', 'n/a')}{init} |",
         f"| wall time | {end.get('seconds', 0) / 60:.1f} min ({end.get('mean_step_s', 'n/a')} s/step) |",
-        f"| hardware | {start['hardware'].get('cpu')}, {start['config']['threads']} torch threads |",
+        f"| hardware | {start['hardware'].get('cpu')}, {start['config']['threads']} torch "
+        f"thread{'s' if start['config']['threads'] != 1 else ''} |",
     ]
     for name, n in start.get("val_utterances", {}).items():
         lines.append(f"| validation `{name}` (greedy, best) | CER {_pct(best.get(f'{name}_cer'))}, "
