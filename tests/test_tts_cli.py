@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 from script_runner import script_runner
@@ -40,6 +41,10 @@ def test_quick_json_fields(quick_run):
     assert s["fidelity_fp32_frame_agreement"] == 1.0
     assert s["fidelity_reduced_precision_rel_l2"] <= 0.05
     assert s["latency_speedup"] > 1 and s["throughput_speedup"] > 1
+    # The headline's optimized runs are taken between the baseline's texts, all of them, and quoted.
+    head = res["baseline"]["headline_optimized"]
+    assert len(head["latency_s"]) == res["config"]["headline_repeats"] and s["latency_interleaved_with_baseline"]
+    assert s["optimized_latency_ms_p50"] == pytest.approx(1e3 * statistics.median(head["latency_s"]))
     sch = res["schedulers"]
     assert sch["max_frames"] == res["config"]["sched_max_frames"]
     assert max(sch["request_frames"]) <= sch["max_frames"]
