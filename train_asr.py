@@ -161,13 +161,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: file not found: {path}", file=sys.stderr)
             return 2
     if args.init_from and not args.score:  # an unusable starting point fails now, before any synthesis
-        from speechbench.asr.ctc.grow import can_grow
+        from speechbench.asr.ctc.grow import start_problem
         from speechbench.asr.ctc.model import SIZES
         from speechbench.asr.ctc.train import load_checkpoint
 
         init_cfg = load_checkpoint(args.init_from)[0].cfg
-        reason = None if init_cfg == SIZES[args.model] else can_grow(init_cfg, SIZES[args.model])
-        if reason:
+        if reason := start_problem(init_cfg, SIZES[args.model]):
             print(f"error: --init-from {args.init_from} holds a {init_cfg.name!r} model, which cannot start a "
                   f"{args.model!r} one: {reason}", file=sys.stderr)
             return 2

@@ -184,7 +184,7 @@ class TTSBenchmark(SectionedRun):
                replica: int = 0) -> TTSEngine:
         """A cached engine; ``replica`` > 0 gives another one of the same kind (its own slots, same weights)."""
         policy = policy or self.policy
-        key = (precision, slots, static, policy.max_frames, replica)
+        key = self._engine_key(precision, slots, static, policy, replica)
         if key not in self._engines:
             cfg = EngineConfig(precision=precision, num_slots=slots, static_shapes=static,
                                compile=static and self.use_compile)
@@ -194,6 +194,14 @@ class TTSBenchmark(SectionedRun):
                 self.note(f"engine {precision} x{slots}: {note}")
             self._engines[key] = eng
         return self._engines[key]
+
+    def _engine_key(self, precision: str, slots: int, static: bool = False, policy: LengthPolicy | None = None,
+                    replica: int = 0) -> tuple[str, int, bool, int, int]:
+        return (precision, slots, static, (policy or self.policy).max_frames, replica)
+
+    def drop_engine(self, precision: str, slots: int) -> None:
+        """Free a cached (default-policy, non-static) engine's pool."""
+        self._engines.pop(self._engine_key(precision, slots), None)
 
     def bar(self, total: int, desc: str) -> tqdm:
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
@@ -437,16 +445,15 @@ class TTSBenchmark(SectionedRun):
         slots = self.cfg.sched_slots
         texts = self._mixed_requests(self.cfg.sched_requests, self.cfg.seed)
         policy = replace(self.policy, max_frames=self.cfg.sched_max_frames)
-        eng = self.engine(self.precision, slots, policy=policy)
-        run_static(eng, [Request(t, i, frames=4) for i, t in enumerate(texts[:slots])], batch_size=slots)  # warm-up
+        # Static and continuous batching take turns, one iteration each, each timed on its own BusyClock:
+        # run one after the other, machine drift between their windows decided the ratio (see BusyClock).
+        stat_eng, cont_eng = (self.engine(self.precision, slots, policy=policy, replica=r) for r in (0, 1))
+        for e in (stat_eng, cont_eng):  # warm-up
+            run_static(e, [Request(t, i, frames=4) for i, t in enumerate(texts[:slots])], batch_size=slots)
         out: dict[str, Any] = {"slots": slots, "requests": len(texts), "max_frames": policy.max_frames,
                                "workload": "sentences of the sample texts, drawn with replacement",
                                "request_frames": self._request_frames(texts, policy),
                                "step_ratio_bound": self.step_bound(policy)}
-        # Static and continuous batching take turns, one iteration each, each timed on its own BusyClock:
-        # run one after the other, machine drift between their windows decided the ratio (see BusyClock).
-        stat_eng, cont_eng = eng, self.engine(self.precision, slots, policy=policy, replica=1)
-        run_static(cont_eng, [Request(t, i, frames=4) for i, t in enumerate(texts[:slots])], batch_size=slots)
 
         def compare(reqs: list[Request]) -> tuple[dict[str, Any], dict[str, Any]]:
             stat, cont = run_interleaved([StaticSchedule(stat_eng, reqs, slots, clock=BusyClock()),
@@ -506,7 +513,7 @@ class TTSBenchmark(SectionedRun):
                 })
                 bar.update()
                 if bs > 1:  # large pools are only for the sweep: free them before the next size
-                    self._engines.pop((self.precision, bs, False, self.policy.max_frames, 0), None)
+                    self.drop_engine(self.precision, bs)
         return rows
 
     def _timed_batch(self, eng: TTSEngine, texts: list[str]) -> tuple[float, int]:

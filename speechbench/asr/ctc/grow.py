@@ -36,6 +36,7 @@ def can_grow(small: ModelConfig, wide: ModelConfig) -> str | None:
             return f"{key} would shrink ({getattr(small, key)} -> {getattr(wide, key)})"
     if any(w < s for s, w in zip(small.conv_channels, wide.conv_channels, strict=True)):
         return f"conv channels would shrink ({small.conv_channels} -> {wide.conv_channels})"
+
     def skip_is_matrix(c: ModelConfig) -> bool:
         return c.hidden * (2 if c.bidirectional else 1) != c.proj
 
@@ -44,6 +45,12 @@ def can_grow(small: ModelConfig, wide: ModelConfig) -> str | None:
     if small.layer_norm:
         return "LayerNorm statistics change with width; growing a layer_norm model is not supported"
     return None
+
+
+def start_problem(init: ModelConfig, target: ModelConfig) -> str | None:
+    """None when a checkpoint of config ``init`` can start training of ``target`` (same config: loaded
+    as is; a narrower one: grown), else why not."""
+    return None if init == target else can_grow(init, target)
 
 
 def _embed(fresh: torch.Tensor, old: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
@@ -120,9 +127,8 @@ def grow(small: CTCModel, wide_cfg: ModelConfig, seed: int = 0) -> CTCModel:
         if "skip.weight" in old:
             new["skip.weight"] = _embed(new["skip.weight"], old["skip.weight"], out_map, proj_units)
         elif "skip.weight" in new:  # the small model's skip was an identity; the wide one's is a matrix
-            eye = torch.zeros(len(out_map), len(proj_units))
-            eye[ar(min(len(out_map), len(proj_units))), ar(min(len(out_map), len(proj_units)))] = 1
-            new["skip.weight"] = _embed(new["skip.weight"], eye, out_map, proj_units)
+            identity = torch.eye(len(out_map), len(proj_units))
+            new["skip.weight"] = _embed(new["skip.weight"], identity, out_map, proj_units)
     vocab = ar(s.vocab_size)
     new["head.weight"] = _embed(new["head.weight"], old["head.weight"], vocab, out_map)
     new["head.bias"] = old["head.bias"].clone()

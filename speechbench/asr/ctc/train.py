@@ -38,7 +38,7 @@ from speechbench.asr.ctc.data import (
 )
 from speechbench.asr.ctc.decode import greedy_decode
 from speechbench.asr.ctc.features import FeatureConfig, LogMel
-from speechbench.asr.ctc.grow import can_grow, grow
+from speechbench.asr.ctc.grow import grow, start_problem
 from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig
 from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
 from speechbench.common.fmt import pct as _pct
@@ -269,15 +269,15 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
     grown_from = None
     if cfg.init_from:
         init, _, _ = load_checkpoint(cfg.init_from)
+        if reason := start_problem(init.cfg, model.cfg):
+            raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, which cannot start a "
+                             f"{cfg.model!r} one: {reason}")
         if init.cfg == model.cfg:
             model.load_state_dict(init.state_dict())  # feature statistics included: inputs keep their scale
-        elif (reason := can_grow(init.cfg, model.cfg)) is None:
+        else:
             # A smaller trained model widened without changing its outputs (see grow.py); the new units
             # train from here.
             model, grown_from = grow(init, model.cfg, cfg.seed), init.cfg.to_json()
-        else:
-            raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, which cannot start a "
-                             f"{cfg.model!r} one: {reason}")
     else:
         model.set_feature_stats(*feature_stats(train_ds, extractor, cfg.stats_utterances, cfg.seed))
     model.train()
