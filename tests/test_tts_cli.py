@@ -22,7 +22,8 @@ run_cli = script_runner("optimized_tts_inference.py", timeout=300)
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tts")
-    proc = run_cli("--quick", "--output", str(out / "tts.json"), "--report", str(out / "docs" / "tts.md"))
+    proc = run_cli("--quick", "--poisson-requests", "4", "--output", str(out / "tts.json"),
+                   "--report", str(out / "docs" / "tts.md"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "tts.json").read_text())
 
@@ -48,6 +49,9 @@ def test_quick_json_fields(quick_run):
     sch = res["schedulers"]
     assert sch["max_frames"] == res["config"]["sched_max_frames"]
     assert max(sch["request_frames"]) <= sch["max_frames"]
+    # Poisson arrivals take the first --poisson-requests of the same draw; both schedulers serve all of them.
+    assert sch["poisson"]["requests"] == 4 < sch["requests"]
+    assert sch["poisson"]["static"]["requests"] == sch["poisson"]["continuous"]["requests"] == 4
     b = sch["step_ratio_bound"]  # static / continuous steps: continuous never needs more
     assert b["min"] >= 1.0 and b["this_draw"] == sch["all_at_once"]["static"]["steps"] / sch["all_at_once"]["continuous"]["steps"]
     edge = {c["case"]: c for c in res["edge_cases"]}

@@ -12,6 +12,11 @@ from speechbench.common.fmt import num as _f
 from speechbench.common.results import write_text_atomic
 
 
+def _poisson_scope(sch: dict) -> str:
+    n = sch["poisson"].get("requests", sch["requests"])
+    return "all of them" if n == sch["requests"] else f"the first {n}"
+
+
 def _e(x: Any) -> str:
     return "n/a" if x is None else f"{x:.2e}"
 
@@ -203,7 +208,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
         add("")
         add(f"{sch['requests']} requests ({sch.get('workload', 'sample texts')}), output lengths "
             f"{min(sch['request_frames'])}-{max(sch['request_frames'])} frames, {sch['slots']} slots. Poisson "
-            f"arrivals at {_f(sch['poisson']['rate_per_s'], 2)} requests/s "
+            f"arrivals ({_poisson_scope(sch)}) at {_f(sch['poisson']['rate_per_s'], 2)} requests/s "
             f"({sch['poisson']['load_fraction']:.0%} of the measured continuous capacity).")
         if sch.get("clock"):
             add(f"The two schedulers took turns on the machine, one iteration each; times are {sch['clock']}.")
