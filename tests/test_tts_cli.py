@@ -42,9 +42,18 @@ def test_quick_json_fields(quick_run):
     assert s["fidelity_fp32_frame_agreement"] == 1.0
     assert s["fidelity_reduced_precision_rel_l2"] <= 0.05
     assert s["latency_speedup"] > 1 and s["throughput_speedup"] > 1
-    # The headline's optimized runs are taken between the baseline's texts, all of them, and quoted.
+    # The headline's optimized runs are taken right before and after the baseline's run of the same text,
+    # all of them, and quoted.
     head = res["baseline"]["headline_optimized"]
     assert len(head["latency_s"]) == res["config"]["headline_repeats"] and s["latency_interleaved_with_baseline"]
+    base_row = res["baseline"]["per_text"][head["text_id"]]
+    assert base_row["chars"] == s["latency_text_chars"]
+    base_start, base_end = base_row["start_s"][0], base_row["start_s"][0] + base_row["latency_s"][0]
+    starts = head["start_s"]
+    assert starts == sorted(starts) and head["before"] + head["after"] == len(starts)
+    assert all(t < base_start for t in starts[: head["before"]]) and all(t >= base_end for t in starts[head["before"]:])
+    others = [r["start_s"][0] for r in res["baseline"]["per_text"] if r["id"] != head["text_id"]]
+    assert not any(starts[0] < t < starts[-1] for t in others)  # no other baseline text between them
     assert s["optimized_latency_ms_p50"] == pytest.approx(1e3 * statistics.median(head["latency_s"]))
     sch = res["schedulers"]
     assert sch["max_frames"] == res["config"]["sched_max_frames"]

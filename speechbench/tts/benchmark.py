@@ -292,40 +292,53 @@ class TTSBenchmark(SectionedRun):
         return [by_id[i + 1] for i in range(len(texts))]
 
     def measure_baseline(self) -> dict[str, Any]:
-        """The seed's loop on every sample text. Between its texts, the optimized engine decodes the headline
-        text (``headline_repeats`` times in all): the baseline takes minutes, and a machine whose speed
-        drifts over minutes (this one's did by 20-40%) would otherwise skew the latency speedup, whose two
-        sides were measured minutes apart."""
+        """The seed's loop on every sample text. Right before and right after its run of the headline text,
+        the optimized engine decodes that same text (``headline_repeats`` times in all, half on each side):
+        this machine's speed drifts by 20-40% over minutes, so the latency speedup's two sides must be
+        measured seconds apart. (Spread over the whole baseline, the optimized samples came from a slower
+        stretch than the one baseline sample: 10.1x against 11.6x from its neighbours alone.)"""
         runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=False, device=self.device)
         # Warm-up (allocator, kernels), not timed: 16 frames do it; a full short text cost seconds of a
         # quadratic loop.
         NaiveTTSInference(self.model, replace(self.policy, max_frames=16), self.tokenizer, causal=False,
                           device=self.device).synthesize(sorted(self.texts, key=len)[0])
         headline = self.latency_text()
-        per_gap = [len(a) for a in np.array_split(np.arange(self.cfg.headline_repeats), len(self.texts))]
+        before = self.cfg.headline_repeats // 2
+        after = self.cfg.headline_repeats - before
         try:
             fast = self.engine(self.precision, 1)
             fast.synthesize(headline)  # warm-up
         except Exception as e:  # the baseline must not be lost to an optimized-engine failure
-            self.note(f"headline latency not interleaved with the baseline ({type(e).__name__}: {e})")
-            fast, per_gap = None, [0] * len(self.texts)
-        rows, fast_lat = [], []
-        total = len(self.texts) * self.cfg.baseline_repeats + sum(per_gap)
+            self.note(f"headline latency not measured beside the baseline ({type(e).__name__}: {e})")
+            fast, before, after = None, 0, 0
+        rows, fast_lat, fast_t = [], [], []
+        t_section = time.perf_counter()
+
+        def optimized_headline(n: int) -> None:
+            for _ in range(n):
+                fast_t.append(time.perf_counter() - t_section)
+                with Stopwatch(self.device) as sw:
+                    fast.synthesize(headline)
+                fast_lat.append(sw.elapsed_s)
+                b.update()
+
+        total = len(self.texts) * self.cfg.baseline_repeats + before + after
         with self.bar(total, "baseline (seed naive loop)") as b:
             for i, t in enumerate(self.texts):
-                lat = []
+                is_headline = t == headline
+                if is_headline:
+                    optimized_headline(before)
+                lat, starts = [], []
                 for _ in range(self.cfg.baseline_repeats):
+                    starts.append(time.perf_counter() - t_section)
                     with Stopwatch(self.device) as sw:
                         r = runner.synthesize(t)
                     lat.append(sw.elapsed_s)
                     b.update()
-                for _ in range(per_gap[i]):
-                    with Stopwatch(self.device) as sw:
-                        fast.synthesize(headline)
-                    fast_lat.append(sw.elapsed_s)
-                    b.update()
+                if is_headline:
+                    optimized_headline(after)
                 rows.append({"id": i, "chars": len(t), "category": self.category_of.get(t, "all"),
-                             "frames": r.frames, "latency_s": lat, "audio_s": r.frames / self.fps})
+                             "frames": r.frames, "latency_s": lat, "start_s": starts, "audio_s": r.frames / self.fps})
                 self._baseline_mels[t] = r.mel
                 self.results["baseline"] = {"per_text": rows, "partial": True}
                 self.save()  # the baseline is the slow part: keep every text as soon as it is measured
@@ -338,9 +351,10 @@ class TTSBenchmark(SectionedRun):
             "sequential_throughput_audio_s_per_s": sum(r["audio_s"] for r in rows) / total_s,
         }
         if fast_lat:
-            out["headline_optimized"] = {"text_id": self.texts.index(headline), "precision": self.precision,
-                                         "latency_s": fast_lat,
-                                         "how": "optimized engine, batch 1, run between the baseline's texts"}
+            out["headline_optimized"] = {
+                "text_id": self.texts.index(headline), "precision": self.precision, "latency_s": fast_lat,
+                "start_s": fast_t, "before": before, "after": after,
+                "how": "optimized engine, batch 1, right before and right after the baseline's run of this text"}
         return out
 
     def _per_category(self, rows: list[dict]) -> dict[str, Any]:

@@ -126,8 +126,8 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
          f"{s.get('latency_text_frames')} frames"),
         ("seed baseline latency p50", _f(s.get("baseline_latency_ms_p50"), 0, " ms")),
         (f"optimized latency p50 / p95 ({s.get('precision')}, KV cache"
-         + (f"; {len(res.get('baseline', {}).get('headline_optimized', {}).get('latency_s', []))} runs between "
-            "the baseline's texts, so both sides share the machine's state" if s.get("latency_interleaved_with_baseline")
+         + (f"; {len(res.get('baseline', {}).get('headline_optimized', {}).get('latency_s', []))} runs right before "
+            "and after the baseline's run of the same text, so both sides share the machine's state" if s.get("latency_interleaved_with_baseline")
             else "") + ")",
          f"{_f(s.get('optimized_latency_ms_p50'), 0, ' ms')} / {_f(s.get('optimized_latency_ms_p95'), 0, ' ms')}"),
         ("**latency speedup**", _f(s.get("latency_speedup"), 1, "x")),
