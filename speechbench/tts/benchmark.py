@@ -322,6 +322,14 @@ class TTSBenchmark(SectionedRun):
                 fast_lat.append(sw.elapsed_s)
                 b.update()
 
+        def headline_record() -> dict[str, Any]:
+            if not fast_lat:
+                return {}
+            return {"headline_optimized": {
+                "text_id": self.texts.index(headline), "precision": self.precision, "latency_s": list(fast_lat),
+                "start_s": list(fast_t), "before": before, "after": after,
+                "how": "optimized engine, batch 1, right before and right after the baseline's run of this text"}}
+
         total = len(self.texts) * self.cfg.baseline_repeats + before + after
         with self.bar(total, "baseline (seed naive loop)") as b:
             for i, t in enumerate(self.texts):
@@ -340,7 +348,7 @@ class TTSBenchmark(SectionedRun):
                 rows.append({"id": i, "chars": len(t), "category": self.category_of.get(t, "all"),
                              "frames": r.frames, "latency_s": lat, "start_s": starts, "audio_s": r.frames / self.fps})
                 self._baseline_mels[t] = r.mel
-                self.results["baseline"] = {"per_text": rows, "partial": True}
+                self.results["baseline"] = {"per_text": rows, "partial": True} | headline_record()
                 self.save()  # the baseline is the slow part: keep every text as soon as it is measured
         total_s = sum(float(np.median(r["latency_s"])) for r in rows)
         out = {
@@ -350,12 +358,7 @@ class TTSBenchmark(SectionedRun):
             "sequential_throughput_texts_per_s": len(rows) / total_s,
             "sequential_throughput_audio_s_per_s": sum(r["audio_s"] for r in rows) / total_s,
         }
-        if fast_lat:
-            out["headline_optimized"] = {
-                "text_id": self.texts.index(headline), "precision": self.precision, "latency_s": fast_lat,
-                "start_s": fast_t, "before": before, "after": after,
-                "how": "optimized engine, batch 1, right before and right after the baseline's run of this text"}
-        return out
+        return out | headline_record()
 
     def _per_category(self, rows: list[dict]) -> dict[str, Any]:
         cats: dict[str, list[float]] = {}
