@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from speechbench.tts.baseline import NaiveTTSInference
-from speechbench.tts.engine import EngineConfig, Request, TTSEngine
+from speechbench.tts.engine import EngineConfig, Request, TTSEngine, attention_spans
 from speechbench.tts.fidelity import compare_mels
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_model
@@ -351,3 +351,48 @@ def test_compiled_step_failing_at_first_run_falls_back(monkeypatch):
     eng.warmup_compiled()
     assert any("first run" in n for n in eng.notes)
     assert eng.synthesize("still works").frames == 5
+
+
+def test_attention_spans_split_only_when_reads_drop_by_a_fifth():
+    # One group pads every row to the longest prefix: 8 x 451 = 3608 keys. Split after the 4 long rows:
+    # 4 x 451 + 4 x 11 = 1848, about half.
+    assert attention_spans([450] * 4 + [10] * 4) == [(0, 4, 451, False), (4, 8, 11, False)]
+    assert attention_spans([450] * 4 + [10] * 4, split=False) == [(0, 8, 451, True)]
+    assert attention_spans([7, 7, 7]) == [(0, 3, 8, False)]  # same position: one unmasked group
+    assert attention_spans([5]) == [(0, 1, 6, False)]
+    # 3 x 101 + 1 x 91 = 394 against 4 x 101 = 404: not worth a second call
+    assert attention_spans([100, 100, 100, 90]) == [(0, 4, 101, True)]
+    # The best split point, wherever it falls, and a group's own mask when its positions differ.
+    assert attention_spans([300, 290, 20, 10]) == [(0, 2, 301, True), (2, 4, 21, True)]
+
+
+def test_split_attention_serves_the_same_and_keeps_admission_order(monkeypatch):
+    """Continuous batching with split self-attention equals the unsplit engine and the sequential one, and
+    retirement keeps the pool in admission order (positions falling along the rows)."""
+    import speechbench.tts.engine as engine_mod
+
+    model = small_model(3)
+    policy = LengthPolicy(max_frames=40)
+    lengths = [40, 3, 25, 2, 40, 5, 12, 1, 33, 4]
+    reqs = [Request(TEXTS[i % len(TEXTS)], i, frames=f) for i, f in enumerate(lengths)]
+    spans_seen, orders = [], []
+    real_spans = engine_mod.attention_spans
+
+    def spy(positions, split=True, **kw):
+        out = real_spans(positions, split, **kw)
+        if split:
+            spans_seen.append(len(out))
+            orders.append(positions)
+        return out
+
+    monkeypatch.setattr(engine_mod, "attention_spans", spy)
+    split = {c.request_id: c for c in run_continuous(TTSEngine(model, EngineConfig(num_slots=4), policy), reqs).completed}
+    whole = {c.request_id: c for c in run_continuous(
+        TTSEngine(model, EngineConfig(num_slots=4, split_attention=False), policy), reqs).completed}
+    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, EngineConfig(num_slots=1), policy), reqs).completed}
+    assert 2 in spans_seen  # the split path ran
+    assert all(p == sorted(p, reverse=True) for p in orders)  # admission order = falling positions
+    for i in range(len(reqs)):
+        assert split[i].frames == whole[i].frames == seq[i].frames == lengths[i]
+        assert (split[i].mel - whole[i].mel).abs().max().item() <= 1e-5
+        assert (split[i].mel - seq[i].mel).abs().max().item() <= 1e-4

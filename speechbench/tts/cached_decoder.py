@@ -75,8 +75,9 @@ class CachedDecoderLayer(nn.Module):
         v_cache: torch.Tensor,
         rows: torch.Tensor,  # (n,) = arange(n): active sequences occupy slots 0..n-1
         pos: torch.Tensor,  # (n,) position of the new frame in each sequence
-        t_used: int,  # keys 0..t_used-1 are read (max(pos)+1, or Tmax for static shapes)
-        self_mask: torch.Tensor | None,  # (n, 1, 1, t_used) True where visible; None: all visible
+        # Row groups (first row, end row, keys read, additive mask or None when all are visible): rows
+        # r0..r1-1 read keys 0..t-1 (max of their positions + 1, or Tmax for static shapes).
+        self_attn: list[tuple[int, int, int, torch.Tensor | None]],
         cross_k: torch.Tensor,  # (n, heads, S, hd)
         cross_v: torch.Tensor,
         cross_mask: torch.Tensor | None,  # (n, 1, 1, S) True at real text positions; None: no pads
@@ -87,9 +88,12 @@ class CachedDecoderLayer(nn.Module):
         # Write this step's K/V at each sequence's own position (sequences may be at different steps).
         k_cache[rows, :, pos] = k.to(k_cache.dtype)
         v_cache[rows, :, pos] = v.to(v_cache.dtype)
-        a = F.scaled_dot_product_attention(
-            q.unsqueeze(2), k_cache[:n, :, :t_used], v_cache[:n, :, :t_used], attn_mask=self_mask
-        )
+        q = q.unsqueeze(2)
+        parts = [
+            F.scaled_dot_product_attention(q[r0:r1], k_cache[r0:r1, :, :t], v_cache[r0:r1, :, :t], attn_mask=mask)
+            for r0, r1, t, mask in self_attn
+        ]
+        a = parts[0] if len(parts) == 1 else torch.cat(parts)
         x = self.norm1(x + self.sa_out(a.reshape(n, 1, h)))
         q = self.ca_q(x).view(n, nh, 1, hd)
         a = F.scaled_dot_product_attention(q, cross_k, cross_v, attn_mask=cross_mask)

@@ -39,6 +39,10 @@ class EngineConfig:
     num_slots: int = 1  # decode slots = the largest batch one step runs
     static_shapes: bool = False  # attend over the whole cache under a mask (fixed shapes for graphs)
     compile: bool = False  # torch.compile the step (reduce-overhead on CUDA); falls back to eager
+    # Self-attention in up to two row groups, each read only up to its own longest prefix, when that cuts the
+    # cache reads by a fifth or more (see attention_spans). Batched decode at hundreds of frames is bound by
+    # reading the K/V cache, and one batched call pads every row to the pool's longest prefix.
+    split_attention: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -82,6 +86,29 @@ class _Slot:
     admitted_s: float
     stop_step: int | None = None
     done: bool = False
+
+
+def attention_spans(positions: list[int], split: bool = True, min_saving: float = 0.2) -> list[tuple[int, int, int, bool]]:
+    """Row groups for one decode step's self-attention: ``(first_row, end_row, keys_read, masked)`` each.
+
+    Row ``i`` attends to keys ``0..positions[i]``. One group reads ``n x (max + 1)`` keys. Continuous batching
+    keeps the pool in admission order, so positions fall along the rows (the oldest sequence is furthest
+    along), and two contiguous groups, each read to its own maximum, approach the ragged ideal with views
+    only. Split at the row that reads least, when that saves at least ``min_saving`` of the reads.
+    """
+    n = len(positions)
+    one = [(0, n, max(positions) + 1, min(positions) != max(positions))]
+    if not split or n < 2:
+        return one
+    best_h, best_reads = 0, n * (max(positions) + 1)
+    for h in range(1, n):
+        reads = h * (max(positions[:h]) + 1) + (n - h) * (max(positions[h:]) + 1)
+        if reads < best_reads:
+            best_h, best_reads = h, reads
+    if best_h == 0 or best_reads > (1 - min_saving) * n * (max(positions) + 1):
+        return one
+    a, b = positions[:best_h], positions[best_h:]
+    return [(0, best_h, max(a) + 1, min(a) != max(a)), (best_h, n, max(b) + 1, min(b) != max(b))]
 
 
 class TTSEngine:
@@ -207,7 +234,8 @@ class TTSEngine:
             self.slots.append(_Slot(r, t, target, n, admitted_s=now_s))
 
     def _step_impl(
-        self, n: int, t_used: int, s_used: int, self_masked: bool = True, cross_masked: bool = True
+        self, n: int, t_used: int, s_used: int, self_masked: bool = True, cross_masked: bool = True,
+        spans: list[tuple[int, int, int, bool]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(n, device=self.device)
         pos = self.pos[:n]
@@ -215,12 +243,16 @@ class TTSEngine:
         # sequence, or all at the same position / same text length), which is the common B=1 case.
         # Masks are built once per step as additive float masks (0 / -inf) and shared by all layers:
         # a boolean mask would be converted inside every attention call.
-        self_mask = cross_mask = None
+        cross_mask = None
         dtype = self.cache_dtype
-        if self_masked:
-            key_pos = torch.arange(t_used, device=self.device)
-            visible = (key_pos[None, :] <= pos[:, None])[:, None, None, :]
-            self_mask = torch.zeros(visible.shape, dtype=dtype, device=self.device).masked_fill_(~visible, float("-inf"))
+        self_attn = []  # (first row, end row, keys read, mask) per row group
+        for r0, r1, t, masked in spans or [(0, n, t_used, self_masked)]:
+            mask = None
+            if masked:
+                key_pos = torch.arange(t, device=self.device)
+                visible = (key_pos[None, :] <= pos[r0:r1, None])[:, None, None, :]
+                mask = torch.zeros(visible.shape, dtype=dtype, device=self.device).masked_fill_(~visible, float("-inf"))
+            self_attn.append((r0, r1, t, mask))
         if cross_masked:
             valid = self.cross_valid[:n, None, None, :s_used]
             cross_mask = torch.zeros(valid.shape, dtype=dtype, device=self.device).masked_fill_(~valid, float("-inf"))
@@ -228,7 +260,7 @@ class TTSEngine:
         x = d.mel_embedding(self.prev_frame[:n]).unsqueeze(1)
         for li, layer in enumerate(d.layers):
             x = layer(
-                x, self.self_k[li], self.self_v[li], rows, pos, t_used, self_mask,
+                x, self.self_k[li], self.self_v[li], rows, pos, self_attn,
                 self.cross_k[li, :n, :, :s_used], self.cross_v[li, :n, :, :s_used], cross_mask,
             )
         h = d.final_norm(x[:, 0])
@@ -240,16 +272,21 @@ class TTSEngine:
         n = len(self.slots)
         if n == 0:
             return 0
+        spans = None
         if self.config.static_shapes:  # fixed shapes for graph capture: always the full, masked cache
             t_used, s_used, self_masked, cross_masked = self.max_frames, self.max_text, True, True
         else:
-            lo, hi = (int(v) for v in torch.aminmax(self.pos[:n]))
-            t_used, self_masked = hi + 1, lo != hi
+            positions = self.pos[:n].tolist()
+            t_used, self_masked = max(positions) + 1, min(positions) != max(positions)
+            spans = attention_spans(positions, self.config.split_attention)
             lens = [s.text_len for s in self.slots]
             s_used = max(lens)
             cross_masked = min(lens) != s_used
         with self._autocast():
-            mel, stop_logit = self._step_fn(n, t_used, s_used, self_masked, cross_masked)
+            if spans is None:  # the compiled step keeps its fixed signature
+                mel, stop_logit = self._step_fn(n, t_used, s_used, self_masked, cross_masked)
+            else:
+                mel, stop_logit = self._step_fn(n, t_used, s_used, self_masked, cross_masked, spans)
         rows = torch.arange(n, device=self.device)
         self.out_mel[rows, self.pos[:n]] = mel
         self.prev_frame[:n] = mel
@@ -283,20 +320,25 @@ class TTSEngine:
                 arrival_s=s.request.arrival_s, admitted_s=s.admitted_s, finished_s=finished,
                 meta={"truncated_from": s.tokenized.truncated_from, "non_ascii": s.tokenized.non_ascii},
             ))
-        # Compact from the highest index down so moves never overwrite a slot still to be retired.
-        for i in sorted(done_idx, reverse=True):
-            last = len(self.slots) - 1
-            if i != last:
-                self._move_slot(last, i)
-                self.slots[i] = self.slots[last]
-            self.slots.pop()
+        # Compact in order (each kept sequence moves down past the retired ones): the pool stays in admission
+        # order, so positions fall along the rows, which is what lets attention_spans group them. Moving
+        # down in increasing order never overwrites a kept slot that has not moved yet.
+        keep = [i for i, s in enumerate(self.slots) if not s.done]
+        for dst, src in enumerate(keep):
+            if dst != src:
+                self._move_slot(src, dst)
+        self.slots = [self.slots[i] for i in keep]
         return out
 
     def _move_slot(self, src: int, dst: int) -> None:
-        """Copy one sequence's whole state to another slot (once per retirement, not per step)."""
-        for t in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+        """Copy one sequence's state to another slot (on retirements, not per step): its frames so far."""
+        p = int(self.pos[src])
+        for t in (self.self_k, self.self_v):
+            t[:, dst, :, :p] = t[:, src, :, :p]
+        for t in (self.cross_k, self.cross_v):
             t[:, dst] = t[:, src]
-        for t in (self.cross_valid, self.pos, self.prev_frame, self.out_mel):
+        self.out_mel[dst, :p] = self.out_mel[src, :p]
+        for t in (self.cross_valid, self.pos, self.prev_frame):
             t[dst] = t[src]
 
     # -- convenience -----------------------------------------------------------------------------------
