@@ -234,9 +234,9 @@ class TTSEngine:
             self.slots.append(_Slot(r, t, target, n, admitted_s=now_s))
 
     def _step_impl(
-        self, n: int, t_used: int, s_used: int, self_masked: bool = True, cross_masked: bool = True,
-        spans: list[tuple[int, int, int, bool]] | None = None,
+        self, n: int, s_used: int, cross_masked: bool, spans: list[tuple[int, int, int, bool]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decode step for slots 0..n-1; ``spans`` are attention_spans' row groups."""
         rows = torch.arange(n, device=self.device)
         pos = self.pos[:n]
         # A mask costs a `where` per attention call; skip it when every key is visible anyway (one
@@ -246,7 +246,7 @@ class TTSEngine:
         cross_mask = None
         dtype = self.cache_dtype
         self_attn = []  # (first row, end row, keys read, mask) per row group
-        for r0, r1, t, masked in spans or [(0, n, t_used, self_masked)]:
+        for r0, r1, t, masked in spans:
             mask = None
             if masked:
                 key_pos = torch.arange(t, device=self.device)
@@ -272,21 +272,16 @@ class TTSEngine:
         n = len(self.slots)
         if n == 0:
             return 0
-        spans = None
         if self.config.static_shapes:  # fixed shapes for graph capture: always the full, masked cache
-            t_used, s_used, self_masked, cross_masked = self.max_frames, self.max_text, True, True
+            s_used, cross_masked = self.max_text, True
+            spans = [(0, n, self.max_frames, True)]
         else:
-            positions = self.pos[:n].tolist()
-            t_used, self_masked = max(positions) + 1, min(positions) != max(positions)
-            spans = attention_spans(positions, self.config.split_attention)
+            spans = attention_spans(self.pos[:n].tolist(), self.config.split_attention)
             lens = [s.text_len for s in self.slots]
             s_used = max(lens)
             cross_masked = min(lens) != s_used
         with self._autocast():
-            if spans is None:  # the compiled step keeps its fixed signature
-                mel, stop_logit = self._step_fn(n, t_used, s_used, self_masked, cross_masked)
-            else:
-                mel, stop_logit = self._step_fn(n, t_used, s_used, self_masked, cross_masked, spans)
+            mel, stop_logit = self._step_fn(n, s_used, cross_masked, spans)
         rows = torch.arange(n, device=self.device)
         self.out_mel[rows, self.pos[:n]] = mel
         self.prev_frame[:n] = mel
