@@ -24,11 +24,16 @@ from speechbench.streaming import (
 )
 from speechbench.streaming.endpoint import BlankEndpointer, EndpointDecision
 from speechbench.streaming.metrics import Histogram
+from speechbench.streaming.models.ctc import CTCStreamingModel
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ModelConfig(name="t", conv_channels=(8, 8), proj=48, hidden=48, layers=2, bidirectional=False, causal=True)
 FEAT = FeatureConfig()
 SR = 16000
+
+
+def ctc(model: CTCModel, feat: FeatureConfig = FEAT, tokenizer: Tokenizer | None = None) -> CTCStreamingModel:
+    return CTCStreamingModel(model, feat, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +121,15 @@ def test_engine_equals_offline_with_streams_joining_and_leaving(model, chunk_ms,
     expected = [r[1] for r in ref]
     assert len(set(expected)) == 3 and sum(map(len, expected)) >= 8  # the random model emits text
     sizes = []
-    eng = StreamingEngine(model, FEAT, ecfg(model_chunk_ms=model_chunk_ms, endpoint="none", max_wait_ms=30))
+    eng = StreamingEngine(ctc(model), ecfg(model_chunk_ms=model_chunk_ms, endpoint="none", max_wait_ms=30))
     tapped: dict[str, list[torch.Tensor]] = {s: [] for s in "abc"}
 
-    def tap(ids: list[str], lp: torch.Tensor) -> None:
-        for i, sid in enumerate(ids):
-            tapped[sid].append(lp[i].clone())
+    def tap(slots: np.ndarray, lp: torch.Tensor) -> None:
+        owner = {s.slot: s.id for s in list(eng._streams.values())}
+        for i, slot in enumerate(slots.tolist()):
+            tapped[owner[slot]].append(lp[i].clone())
 
-    eng.tap = tap
+    eng.model.tap = tap
     chunk = chunk_ms * SR // 1000
     try:
         futs = {}
@@ -166,7 +172,7 @@ def test_batch_size_does_not_change_transcripts(model):
     waves = [audio(10 + i, 1.0) for i in range(4)]
     outs = []
     for max_batch in (1, 4):
-        eng = StreamingEngine(model, FEAT, ecfg(max_batch=max_batch, endpoint="none", max_wait_ms=20))
+        eng = StreamingEngine(ctc(model), ecfg(max_batch=max_batch, endpoint="none", max_wait_ms=20))
         try:
             for i in range(4):
                 eng.add_stream(f"s{i}")
@@ -184,7 +190,7 @@ def test_batch_size_does_not_change_transcripts(model):
 
 def test_misbehaving_stream_is_isolated(model):
     events = []
-    eng = StreamingEngine(model, FEAT, ecfg(endpoint="none", max_chunk_ms=200), on_event=events.append)
+    eng = StreamingEngine(ctc(model), ecfg(endpoint="none", max_chunk_ms=200), on_event=events.append)
     good = audio(5, 1.0)
     try:
         eng.add_stream("good")
@@ -222,7 +228,7 @@ def test_misbehaving_stream_is_isolated(model):
 
 
 def test_admission_control(model):
-    eng = StreamingEngine(model, FEAT, ecfg(max_streams=2, endpoint="none"))
+    eng = StreamingEngine(ctc(model), ecfg(max_streams=2, endpoint="none"))
     try:
         eng.add_stream("a")
         eng.add_stream("b")
@@ -246,7 +252,7 @@ def test_admission_control(model):
 
 
 def test_shedding_and_overload_refusal(model):
-    eng = StreamingEngine(model, FEAT, ecfg(max_queue_ms=600, max_chunk_ms=200, overload_ms=100,
+    eng = StreamingEngine(ctc(model), ecfg(max_queue_ms=600, max_chunk_ms=200, overload_ms=100,
                                                    max_duty=1.01, endpoint="none"), start=False)
     eng.add_stream("a")
     old = time.perf_counter() - 1.0
@@ -300,7 +306,7 @@ class ScriptedEndpointer:
 
 def test_endpoint_emits_final_and_stream_continues(model):
     events = []
-    eng = StreamingEngine(model, FEAT, ecfg(endpoint="none"), on_event=events.append)
+    eng = StreamingEngine(ctc(model), ecfg(endpoint="none"), on_event=events.append)
     eng.endpointer = ScriptedEndpointer({10, 20})
     wave = audio(7, 1.2)  # 30 steps of 40 ms
     try:
@@ -339,7 +345,7 @@ def test_blank_endpointer_counts_trailing_blanks():
 
 def test_barge_in_reset_and_idle_timeout(model):
     events = []
-    eng = StreamingEngine(model, FEAT, ecfg(endpoint="none", idle_timeout_s=0.3), on_event=events.append)
+    eng = StreamingEngine(ctc(model), ecfg(endpoint="none", idle_timeout_s=0.3), on_event=events.append)
     w1, w2 = audio(8, 0.6), audio(9, 0.8)
     try:
         eng.add_stream("a")
@@ -397,7 +403,7 @@ def test_real_checkpoint_endpoints_between_utterances():
     silence = np.zeros(SR, np.float32) + 1e-3 * np.random.default_rng(0).standard_normal(SR).astype(np.float32)
     stream = np.concatenate([waves[0], silence, waves[1], silence]).astype(np.float32)
     events = []
-    eng = StreamingEngine(m, fc, ecfg(), Tokenizer(payload["chars"]), on_event=events.append)
+    eng = StreamingEngine(ctc(m, fc, Tokenizer(payload["chars"])), ecfg(), on_event=events.append)
     try:
         eng.add_stream("a")
         feed(eng, "a", stream, 320)
@@ -443,7 +449,7 @@ def test_vad_endpointer_on_speech_and_silence(model):
     assert first_endpoint is not None and speech_end - 0.1 <= first_endpoint <= speech_end + 0.6, (
         first_endpoint, speech_end)
     assert ep.nres[1] < VadEndpointer.WINDOW  # every full window of the silent stream was consumed
-    eng = StreamingEngine(model, FEAT, ecfg(endpoint="vad"))
+    eng = StreamingEngine(ctc(model), ecfg(endpoint="vad"))
     try:
         eng.add_stream("a")
         feed(eng, "a", audio(4, 0.5), 320)

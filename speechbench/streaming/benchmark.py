@@ -36,6 +36,7 @@ from speechbench.streaming.loadgen import (
     speech_bounds,
     wer_counts,
 )
+from speechbench.streaming.models.ctc import CTCStreamingModel
 
 log = logging.getLogger(__name__)
 SCHEMA = "streaming_performance/1"
@@ -139,8 +140,8 @@ class StreamingBenchmark(SectionedRun):
         return ec
 
     def new_engine(self, on_event: Any, **over: Any) -> StreamingEngine:
-        eng = StreamingEngine(self.model, self.feat_cfg, self.engine_config(**over), self.tokenizer,
-                              on_event=on_event)
+        eng = StreamingEngine(CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device),
+                              self.engine_config(**over), on_event=on_event)
         eng.warmup((1, 8, min(64, eng.cfg.max_streams)))
         return eng
 

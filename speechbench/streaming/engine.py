@@ -1,8 +1,8 @@
-"""A continuous-batching streaming ASR engine: many live streams, one causal CTC model, one scheduler thread.
+"""A continuous-batching streaming ASR engine: many live streams, one model, one scheduler thread.
 
 Public API (thread-safe; any number of client threads):
 
-    eng = StreamingEngine(model, feat_cfg, EngineConfig(...), on_event=callback)   # starts the scheduler
+    eng = StreamingEngine(model, EngineConfig(...), on_event=callback)   # starts the scheduler
     eng.add_stream("call-1")                       # AdmissionError(reason) past capacity or when overloaded
     partial = eng.process_chunk("call-1", pcm)     # non-blocking: enqueue float32 16 kHz mono, get latest partial
     eng.reset_stream("call-1")                     # barge-in: drop the utterance in progress, keep the stream
@@ -12,16 +12,18 @@ Public API (thread-safe; any number of client threads):
 Events (``Event``: partial, final, error, closed, reset) go to ``on_event`` (called on the scheduler thread:
 keep it cheap) or, without a callback, into a bounded queue read with ``eng.events.get()``.
 
-How a step works (``_scheduler``): streams whose queued audio holds a whole model chunk (``model_chunk_ms``,
-a multiple of the model's output frame, 20 ms at x2 time subsampling, so every state tensor keeps one
-shape) are *ready*. The
-scheduler waits until every live stream is ready, ``max_batch`` are, or the oldest ready chunk has waited
-``max_wait_ms``; then it takes up to ``max_batch`` ready streams (oldest first), computes their log-mel
-frames in one batched call from the raw audio plus each stream's 240-sample window overlap, gathers their
-model states from a preallocated slot pool, runs one ``forward_chunk``, scatters the states back, greedy-
-decodes (carrying each stream's last frame symbol), runs the endpointer, and emits partials. On an
-endpoint it emits the final and resets that slot's model and decoder state, so the stream goes on into
-its next utterance. Streams join and leave between steps; the pool never changes shape.
+The model is a ``StreamingModel`` (``speechbench.streaming.models``): per-slot state preallocated for
+``max_streams`` and one step over a batch of slots with one model chunk of audio each. The engine knows
+nothing else about it, so the project's causal CTC model, Whisper under LocalAgreement and Moonshine's
+native streams are served by the same scheduler, admission control and metrics.
+
+How a step works (``_scheduler``): streams whose queued audio holds a whole model chunk (``model_chunk_ms``)
+are *ready*. The scheduler waits until every live stream is ready, ``max_batch`` are, or the oldest ready
+chunk has waited ``max_wait_ms``; then it takes up to ``max_batch`` ready streams (oldest first), copies
+their audio out of the queues, runs the VAD endpointer on it (when configured), makes one model step over
+those slots, runs the blank endpointer on the step's frame symbols (when configured), and emits partials.
+On an endpoint it emits the final and resets that slot's model state, so the stream goes on into its next
+utterance. Streams join and leave between steps; the slot pool never changes shape.
 
 Degradation is explicit: admission control (``max_streams`` slots; and no new streams while the oldest
 queued audio is older than ``overload_ms``), a bounded per-stream queue (``max_queue_ms``: a chunk that
@@ -44,11 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from speechbench.asr.ctc.features import FeatureConfig, LogMel
-from speechbench.asr.ctc.model import CTCModel
-from speechbench.asr.ctc.tokenizer import BLANK, Tokenizer
 from speechbench.streaming.endpoint import BlankEndpointer, VadEndpointer
-from speechbench.streaming.metrics import EngineMetrics
+from speechbench.streaming.metrics import EngineMetrics, Histogram
+from speechbench.streaming.models.base import StreamingModel
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class BadChunkError(StreamError):
 @dataclass
 class EngineConfig:
     sample_rate: int = 16000
-    model_chunk_ms: int = 40  # internal model step; a multiple of the model's output frame (20 or 40 ms)
+    model_chunk_ms: int | None = None  # audio per stream per model step (None: the model's default)
     max_streams: int = 256  # admission capacity (preallocated state slots)
     max_batch: int = 256  # most streams in one model step
     max_wait_ms: float = 40.0  # longest a ready chunk waits for a fuller batch
@@ -99,13 +99,13 @@ class EngineConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
-        if self.model_chunk_ms <= 0 or self.model_chunk_ms % HOP_MS:
+        if self.model_chunk_ms is not None and (self.model_chunk_ms <= 0 or self.model_chunk_ms % HOP_MS):
             raise ValueError(f"model_chunk_ms must be a positive multiple of {HOP_MS}, got {self.model_chunk_ms}")
         if self.max_streams < 1 or self.max_batch < 1:
             raise ValueError("max_streams and max_batch must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
-        if self.max_queue_ms < self.model_chunk_ms + self.max_chunk_ms:
+        if self.model_chunk_ms is not None and self.max_queue_ms < self.model_chunk_ms + self.max_chunk_ms:
             raise ValueError("max_queue_ms must hold at least one model chunk plus one maximal client chunk")
         if self.endpoint not in ("blank", "vad", "none"):
             raise ValueError(f"endpoint must be blank, vad or none, got {self.endpoint!r}")
@@ -128,10 +128,23 @@ class Event:
     shed: int = 0  # chunks of this stream shed so far (its sample positions then skip that audio)
 
 
+@dataclass
+class _Row:
+    """One stream's part of a step: its audio, the arrival times it covers, and flags taken under the lock."""
+
+    stream: _Stream
+    audio: np.ndarray
+    covered: list[float]
+    segment: int
+    fresh: bool  # a new stream in the slot (or a barge-in): reset everything before the step
+    last: bool  # finalizing and this is its last audio: the segment ends with this chunk
+
+
 class _Stream:
-    __slots__ = ("id", "slot", "status", "n_pending", "received", "consumed", "arrivals", "ids", "text",
+    __slots__ = ("id", "slot", "status", "n_pending", "received", "consumed", "arrivals", "text",
                  "segment", "first_tok", "last_tok", "seg_start", "last_chunk_time", "needs_reset",
-                 "in_flight", "finalize_future", "finalize_reason", "close_after", "error", "shed")
+                 "in_flight", "finalize_future", "finalize_reason", "close_after", "error", "shed",
+                 "flushed")
 
     def __init__(self, sid: str, slot: int, now: float) -> None:
         self.id = sid
@@ -141,8 +154,7 @@ class _Stream:
         self.received = 0  # samples accepted
         self.consumed = 0  # samples fed to the model
         self.arrivals: deque[tuple[int, float]] = deque()  # (end sample of a client chunk, its arrival time)
-        self.ids: list[int] = []
-        self.text = ""
+        self.text = ""  # the current segment's text (the model's, as of the last step)
         self.segment = 0
         self.first_tok: int | None = None
         self.last_tok: int | None = None
@@ -155,50 +167,39 @@ class _Stream:
         self.close_after = False
         self.error: str | None = None
         self.shed = 0  # chunks of this stream shed by the bounded queue
+        self.flushed = False  # finalizing: the last step (final=True) has run
 
 
 class StreamingEngine:
-    def __init__(self, model: CTCModel, feat_cfg: FeatureConfig, cfg: EngineConfig | None = None,
-                 tokenizer: Tokenizer | None = None, on_event: Callable[[Event], None] | None = None,
-                 start: bool = True) -> None:
+    def __init__(self, model: StreamingModel, cfg: EngineConfig | None = None,
+                 on_event: Callable[[Event], None] | None = None, start: bool = True) -> None:
         self.cfg = cfg or EngineConfig()
+        if self.cfg.model_chunk_ms is None:
+            self.cfg.model_chunk_ms = model.default_chunk_ms
         self.cfg.validate()
-        if not model.cfg.causal:
-            raise ValueError(f"model {model.cfg.name!r} is not causal; a streaming engine needs a causal model")
-        if feat_cfg.sample_rate != self.cfg.sample_rate:
-            raise ValueError(f"model features are {feat_cfg.sample_rate} Hz, engine {self.cfg.sample_rate} Hz")
+        if model.sample_rate != self.cfg.sample_rate:
+            raise ValueError(f"model takes {model.sample_rate} Hz, engine {self.cfg.sample_rate} Hz")
+        if self.cfg.endpoint == "blank" and model.frame_ms is None:
+            raise ValueError(f"endpoint 'blank' needs a CTC model (per-frame symbols); {model.name} has none: "
+                             "use endpoint='vad'")
         self.device = torch.device(self.cfg.device)
-        self.model = model.to(self.device).eval()
-        self.feat_cfg = feat_cfg
-        self.extractor = LogMel(feat_cfg).to(self.device)
-        self.tokenizer = tokenizer or Tokenizer()
+        self.model = model
         self.on_event = on_event
-        self.tap: Callable[[list[str], torch.Tensor], None] | None = None
         self.events: queue.Queue[Event] = queue.Queue(maxsize=self.cfg.event_queue_size)
         sr = self.cfg.sample_rate
         self.step_samples = self.cfg.model_chunk_ms * sr // 1000
-        if self.step_samples % feat_cfg.hop_length:
-            raise ValueError("model chunk must be a whole number of feature hops")
-        self.step_frames = self.step_samples // feat_cfg.hop_length
-        self.frame_ms = 1000 * feat_cfg.hop_length * model.subsampling / sr  # one model output frame
-        if self.step_frames % model.subsampling:
-            raise ValueError(f"model_chunk_ms {self.cfg.model_chunk_ms} is not a multiple of the model's output "
-                             f"frame ({self.frame_ms:g} ms): state shapes would change between chunks")
-        self.overlap = feat_cfg.left_context  # samples of the previous chunk each window reaches back into
         self.max_chunk = int(self.cfg.max_chunk_ms * sr / 1000)
         self.queue_cap = int(self.cfg.max_queue_ms * sr / 1000)
+        self.max_segment_s = min(self.cfg.max_segment_s, model.max_segment_s or float("inf"))
         cap = self.cfg.max_streams
-        # Preallocated per-slot state: model state, feature overlap, decoder's last frame symbol, audio queue.
-        with torch.no_grad():
-            self.pool = model.init_state(cap, device=self.device)
-        self.ovl = torch.zeros(cap, self.overlap, device=self.device)
-        self.prev = torch.full((cap,), BLANK, dtype=torch.long, device=self.device)
+        # Preallocated per-slot state: the model's (allocate), the endpointer's, and an audio queue.
+        model.allocate(cap, self.cfg.model_chunk_ms)
         self.audio = np.zeros((cap, self.queue_cap), dtype=np.float32)
         if self.cfg.endpoint == "vad":
             self.endpointer: BlankEndpointer | VadEndpointer | None = VadEndpointer(
                 cap, self.cfg.endpoint_silence_ms, self.cfg.vad_threshold, sr)
         elif self.cfg.endpoint == "blank":
-            self.endpointer = BlankEndpointer(cap, self.frame_ms, self.cfg.endpoint_silence_ms)
+            self.endpointer = BlankEndpointer(cap, model.frame_ms, self.cfg.endpoint_silence_ms)
         else:
             self.endpointer = None
         self.silence_ms = np.zeros(cap, dtype=np.float64)  # audio since the segment start without speech
@@ -249,12 +250,7 @@ class StreamingEngine:
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1, 8, 64)) -> None:
         """Run the model on zeros at a few batch sizes (allocator, kernel selection); state untouched."""
-        with torch.no_grad():
-            for b in batch_sizes:
-                b = min(b, self.cfg.max_streams)
-                x = torch.zeros(b, self.overlap + self.step_samples, device=self.device)
-                feats = self.extractor.frames(x)
-                self.model.forward_chunk(feats, self.model.init_state(b, device=self.device))
+        self.model.warmup(tuple(sorted({min(b, self.cfg.max_streams) for b in batch_sizes})))
 
     # --- client API ----------------------------------------------------------------------------------------
 
@@ -440,7 +436,8 @@ class StreamingEngine:
 
     def _ready_since(self, s: _Stream) -> float | None:
         """Arrival time of the chunk that completed the stream's next model chunk (None: not ready)."""
-        if s.status == "finalizing" and s.n_pending:
+        if s.status == "finalizing" and not s.in_flight and (
+                s.n_pending or (self.model.needs_final_step and not s.flushed)):
             return s.arrivals[-1][1] if s.arrivals else time.perf_counter()
         if s.n_pending < self.step_samples or s.in_flight:
             return None
@@ -454,7 +451,6 @@ class StreamingEngine:
                      reason: str | None = None) -> Event:
         ev = Event(kind, s.id, s.text, s.segment, s.consumed, now, s.first_tok, s.last_tok, reason, s.shed)
         s.segment += 1
-        s.ids = []
         s.text = ""
         s.first_tok = s.last_tok = None
         s.seg_start = s.consumed
@@ -524,7 +520,8 @@ class StreamingEngine:
         """Finalizing streams with nothing left to process: emit the final and free the slot."""
         events = []
         for s in list(self._streams.values()):
-            if s.status == "finalizing" and s.n_pending == 0 and not s.in_flight:
+            if (s.status == "finalizing" and s.n_pending == 0 and not s.in_flight
+                    and (s.flushed or not self.model.needs_final_step)):
                 ev = self._new_segment(s, "final", now, reason=s.finalize_reason)
                 self.metrics.finals += 1
                 events.append(ev)
@@ -534,7 +531,7 @@ class StreamingEngine:
                     s.finalize_future.set_result(ev.text)
         return events
 
-    def _collect(self, now: float) -> tuple[list[tuple[_Stream, np.ndarray, list[float], int, bool]] | None, float]:
+    def _collect(self, now: float) -> tuple[list[_Row] | None, float]:
         """Pick this step's streams, or return how long to wait. Copies their audio out of the queues."""
         ready: list[tuple[float, _Stream]] = []
         live = 0
@@ -578,74 +575,64 @@ class StreamingEngine:
             # Taken under the lock: a reset_stream() arriving while this step runs sets the flag again
             # for the next step instead of being cleared unseen.
             fresh, s.needs_reset = s.needs_reset, False
-            out.append((s, a, covered, s.segment, fresh))
+            out.append(_Row(s, a, covered, s.segment, fresh, s.status == "finalizing" and rest == 0))
         return out, 0.0
 
     @torch.no_grad()
-    def _step(self, batch: list[tuple[_Stream, np.ndarray, list[float], int, bool]]) -> None:
-        """One batched model step (outside the lock; only this thread touches the slot pools)."""
+    def _step(self, batch: list[_Row]) -> None:
+        """One batched model step (outside the lock; only this thread touches the model's slot state)."""
         m = self.metrics
         t0 = time.perf_counter()
-        streams = [b[0] for b in batch]
+        streams = [b.stream for b in batch]
         slots = np.array([s.slot for s in streams], dtype=np.int64)
-        idx = torch.from_numpy(slots).to(self.device)
-        fresh = [b[0].slot for b in batch if b[4]]
+        fresh = [b.stream.slot for b in batch if b.fresh]
         if fresh:
             self._reset_slots(fresh, hard=True)
-        audio_np = np.stack([b[1] for b in batch])
-        audio = torch.from_numpy(audio_np).to(self.device)
-        x = torch.cat([self.ovl.index_select(0, idx), audio], dim=1)
-        self.ovl.index_copy_(0, idx, x[:, -self.overlap:])
-        feats = self.extractor.frames(x)  # (B, step_frames, n_mels)
+        audio = np.stack([b.audio for b in batch])
+        final = np.array([b.last for b in batch], dtype=bool)
+        dec = None
+        if isinstance(self.endpointer, VadEndpointer):  # audio only: decided before the model runs, so a
+            dec = self.endpointer.step(slots, None, audio)  # re-decoding model can give its final text now
+            final |= dec.endpoint
         t1 = time.perf_counter()
-        state = self.pool.select(idx)
-        lp, new_state = self.model.forward_chunk(feats, state)
-        self.pool.scatter_(idx, new_state)
-        ids = lp.argmax(-1)  # (B, t)
-        if self.tap is not None:  # testing/debugging hook: every stream's log-probs of this step
-            self.tap([s.id for s in streams], lp)
+        out = self.model.step(slots, audio, final, None if dec is None else dec.speech)
         t2 = time.perf_counter()
-        prev = self.prev.index_select(0, idx)
-        before = torch.cat([prev[:, None], ids[:, :-1]], dim=1)
-        keep = (ids != BLANK) & (ids != before)
-        self.prev.index_copy_(0, idx, ids[:, -1])
-        ids_cpu, keep_cpu = ids.cpu(), keep.cpu()
-        any_new = keep_cpu.any(1).tolist()
+        if self.endpointer is not None and dec is None:
+            dec = self.endpointer.step(slots, out.frame_symbols, audio)
         t3 = time.perf_counter()
-        dec = self.endpointer.step(slots, ids_cpu, audio_np) if self.endpointer is not None else None
-        t4 = time.perf_counter()
         frame_ms = float(self.cfg.model_chunk_ms)
         events: list[Event] = []
         resets: list[int] = []
+        latencies: list[tuple[list[float], int]] = []
         with self._cond:
             now = time.perf_counter()
-            self._busy.append((now, now - t0))
-            for r, (s, _, covered, seg, _) in enumerate(batch):
+            for r, b in enumerate(batch):
+                s = b.stream
                 s.in_flight = False
+                if b.last:
+                    s.flushed = True
                 if s.close_after:
                     self._free.append(s.slot)
                     continue
-                if s.status not in ("open", "finalizing") or seg != s.segment:
+                if s.status not in ("open", "finalizing") or b.segment != s.segment:
                     continue  # closed, or reset (barge-in) while this step ran: its output is stale
-                if any_new[r]:
-                    s.ids.extend(ids_cpu[r][keep_cpu[r]].tolist())
-                    s.text = self.tokenizer.decode(s.ids)
+                text = out.texts[r]
+                if out.changed[r] and text:
                     if s.first_tok is None:
                         s.first_tok = s.consumed
                     s.last_tok = s.consumed
+                s.text = text
                 events.append(Event("partial", s.id, s.text, s.segment, s.consumed, now, s.first_tok, s.last_tok,
                                     shed=s.shed))
-                for t in covered:
-                    m.chunk_latency_ms.add(1e3 * (now - t))
-                    m.queue_wait_ms.add(1e3 * (t0 - t))
-                m.chunks_processed += len(covered)
+                latencies.append((b.covered, len(events)))
+                m.chunks_processed += len(b.covered)
                 reason = None
                 if dec is not None and dec.endpoint[r]:
                     reason = "endpoint"
-                elif s.consumed - s.seg_start >= self.cfg.max_segment_s * self.cfg.sample_rate:
+                elif s.consumed - s.seg_start >= self.max_segment_s * self.cfg.sample_rate:
                     reason = "max_segment"
                 if reason is not None:
-                    if s.ids:
+                    if s.text:
                         m.endpoints += 1
                         m.finals += 1
                         events.append(self._new_segment(s, "final", now, reason=reason))
@@ -653,7 +640,7 @@ class StreamingEngine:
                         s.seg_start = s.consumed
                     resets.append(s.slot)
                     self.silence_ms[s.slot] = 0.0
-                elif dec is not None and not dec.speech[r] and not s.ids:
+                elif dec is not None and not dec.speech[r] and not s.text:
                     self.silence_ms[s.slot] += frame_ms
                     if self.silence_ms[s.slot] >= 1000 * self.cfg.silence_reset_s:
                         m.silence_resets += 1
@@ -665,33 +652,34 @@ class StreamingEngine:
         if resets:
             self._reset_slots(resets, hard=False)
         self._emit(events)
+        # A chunk's latency ends when the partial covering it has been delivered (decoding, endpointing and
+        # the event callback included), so it is read after delivery, not when the event was built.
         t6 = time.perf_counter()
+        for covered, _ in latencies:
+            for t in covered:
+                m.chunk_latency_ms.add(1e3 * (t6 - t))
+                m.queue_wait_ms.add(1e3 * (t0 - t))
+        with self._cond:
+            self._busy.append((t6, t6 - t0))
         m.batch_counts[len(batch)] += 1
         m.audio_samples += len(batch) * self.step_samples
         m.busy_s += t6 - t0
         m.step_ms.add(1e3 * (t6 - t0))
         st = m.stage_ms
-        st["features"].add(1e3 * (t1 - t0))
-        st["model"].add(1e3 * (t2 - t1))
-        st["decode"].add(1e3 * (t3 - t2))
-        st["endpoint"].add(1e3 * (t4 - t3))
-        st["emit"].add(1e3 * (t6 - t4))
+        for name, ms in out.stage_ms.items():
+            (st[name] if name in st else st.setdefault(name, Histogram())).add(ms)
+        st["endpoint"].add(1e3 * (t1 - t0 + t3 - t2))
+        st["emit"].add(1e3 * (t6 - t3))
 
     def _reset_slots(self, slots: list[int], hard: bool) -> None:
-        """Zero the model and decoder state of some slots (new stream: also the feature overlap and VAD)."""
-        idx = torch.tensor(slots, dtype=torch.long, device=self.device)
-        for t in (self.pool.cache1, self.pool.cache2):
-            t.index_fill_(0, idx, 0.0)
-        for t in (self.pool.h, self.pool.c):
-            t.index_fill_(1, idx, 0.0)
-        self.prev.index_fill_(0, idx, BLANK)
+        """Forget the segment of some slots (a new stream: also the feature overlap, VAD state, counters)."""
+        self.model.reset(slots, new_stream=hard)
         if self.endpointer is not None:
             if hard and isinstance(self.endpointer, VadEndpointer):
                 self.endpointer.reset_hard(slots)
             else:
                 self.endpointer.reset(slots)
         if hard:
-            self.ovl.index_fill_(0, idx, 0.0)
             self.silence_ms[slots] = 0.0
 
     def stats(self) -> dict[str, Any]:

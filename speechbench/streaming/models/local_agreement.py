@@ -1,0 +1,74 @@
+"""LocalAgreement-n commit policy for re-decoding streaming (Macháček et al. 2023, ufal/whisper_streaming).
+
+A re-decoding recognizer (Whisper) transcribes a stream's whole buffered audio again every interval, and
+each new hypothesis may revise the last one. The policy commits a word once ``n`` consecutive hypotheses
+agree on it (n = 2: the current one and the one before): the committed prefix only ever grows, so a user
+sees text that no longer changes, followed by the tentative rest of the latest hypothesis.
+
+Words are compared case- and punctuation-insensitively ("Hello," agrees with "hello"), since Whisper
+changes casing and punctuation between decodes far more often than the words themselves. The committed
+words keep the spelling of the hypothesis that committed them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_STRIP = re.compile(r"[^\w']+")
+
+
+def _key(word: str) -> str:
+    return _STRIP.sub("", word.lower())
+
+
+def common_prefix(a: list[str], b: list[str]) -> int:
+    """Number of leading words ``a`` and ``b`` agree on (compared by ``_key``)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if _key(x) != _key(y):
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class LocalAgreement:
+    """The commit state of one stream's segment. ``update`` with each new full-buffer hypothesis."""
+
+    n: int = 2
+    committed: list[str] = field(default_factory=list)
+    history: list[list[str]] = field(default_factory=list)  # the last n-1 hypotheses' words past the commit
+
+    def update(self, hypothesis: str) -> tuple[str, str]:
+        """Feed the latest hypothesis of the whole buffer; returns (committed text, tentative text)."""
+        words = hypothesis.split()
+        # The new hypothesis re-transcribes the committed part too: skip what it says there. When it
+        # disagrees with a committed word, the committed word stands (commits are never withdrawn) and the
+        # comparison goes on from the same position.
+        tail = words[len(self.committed):] if common_prefix(words, self.committed) == len(self.committed) \
+            else words[min(len(words), len(self.committed)):]
+        if len(self.history) >= self.n - 1:
+            agreed = min([len(tail)] + [common_prefix(tail, h) for h in self.history[-(self.n - 1):]])
+            if agreed:
+                self.committed += tail[:agreed]
+                tail = tail[agreed:]
+                self.history = [h[agreed:] for h in self.history]
+        self.history = (self.history + [tail])[-(self.n - 1):] if self.n > 1 else []
+        return " ".join(self.committed), " ".join(tail)
+
+    def finish(self, hypothesis: str) -> str:
+        """The segment ended: commit the last hypothesis whole (past the committed words); the final text."""
+        committed, tentative = self.update(hypothesis)
+        self.committed += tentative.split()
+        self.history = []
+        return " ".join(self.committed)
+
+    @property
+    def text(self) -> str:
+        parts = self.committed + (self.history[-1] if self.history else [])
+        return " ".join(parts)
+
+    def reset(self) -> None:
+        self.committed = []
+        self.history = []

@@ -1,0 +1,126 @@
+"""Streaming models behind the engine's interface: LocalAgreement's commit logic on hand-made hypotheses,
+the CTC model's batched step against per-stream steps, and Whisper streamed through the engine against its
+offline transcript of the same sentence."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from speechbench.asr.ctc.features import FeatureConfig
+from speechbench.asr.ctc.model import CTCModel, ModelConfig
+from speechbench.streaming import EngineConfig, StreamingEngine
+from speechbench.streaming.models.ctc import CTCStreamingModel
+from speechbench.streaming.models.local_agreement import LocalAgreement, common_prefix
+
+SR = 16000
+
+
+# --- LocalAgreement ----------------------------------------------------------------------------------------
+
+
+def test_local_agreement_commits_what_two_hypotheses_agree_on():
+    la = LocalAgreement(2)
+    assert la.update("the") == ("", "the")  # one hypothesis: nothing agreed yet
+    assert la.update("the quick") == ("the", "quick")
+    assert la.update("the quick brown") == ("the quick", "brown")
+    # a revision of the tentative word: nothing new agreed, the revised word stays tentative
+    assert la.update("the quick brown fax") == ("the quick brown", "fax")
+    assert la.update("the quick brown fox jumps") == ("the quick brown", "fox jumps")
+    assert la.update("the quick brown fox jumps over") == ("the quick brown fox jumps", "over")
+    assert la.finish("the quick brown fox jumps over the dog") == "the quick brown fox jumps over the dog"
+
+
+def test_local_agreement_never_withdraws_a_commit_and_ignores_case_and_punctuation():
+    la = LocalAgreement(2)
+    la.update("Hello, world")
+    # agreed despite case and comma; committed in the spelling of the hypothesis that committed them
+    assert la.update("hello world again") == ("hello world", "again")
+    # the new hypothesis rewrites the committed words: they stand, comparison goes on past them
+    committed, tentative = la.update("Yellow word again and")
+    assert committed == "hello world again" and tentative == "and"
+    assert common_prefix(["A.", "b"], ["a", "B!"]) == 2
+
+
+def test_local_agreement_3_needs_three_hypotheses():
+    la = LocalAgreement(3)
+    la.update("one two")
+    assert la.update("one two three") == ("", "one two three")
+    assert la.update("one two three four") == ("one two", "three four")
+    la.reset()
+    assert la.text == "" and la.update("x") == ("", "x")
+
+
+# --- CTC: batched step == per-stream steps -------------------------------------------------------------------
+
+
+def test_ctc_batched_step_equals_per_stream_steps():
+    torch.manual_seed(3)
+    cfg = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=1, bidirectional=False,
+                      causal=True)
+    net = CTCModel(cfg).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(30.0)
+    rng = np.random.default_rng(0)
+    chunks = rng.standard_normal((6, 3, 640)).astype(np.float32) * 0.1  # 6 steps x 3 streams
+    batched = CTCStreamingModel(net, FeatureConfig())
+    single = CTCStreamingModel(net, FeatureConfig())
+    batched.allocate(4, 40)
+    single.allocate(4, 40)
+    slots = np.array([2, 0, 3])
+    batched.reset(slots.tolist(), new_stream=True)
+    single.reset(slots.tolist(), new_stream=True)
+    no = np.zeros(3, dtype=bool)
+    for k in range(6):
+        out = batched.step(slots, chunks[k], no)
+        for r, s in enumerate(slots):
+            one = single.step(np.array([s]), chunks[k][r: r + 1], no[:1])
+            assert one.texts[0] == out.texts[r]
+            torch.testing.assert_close(one.frame_symbols[0], out.frame_symbols[r])
+    assert any(batched.text(int(s)) for s in slots)
+
+
+# --- Whisper with LocalAgreement ------------------------------------------------------------------------------
+
+needs_whisper = pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is None,
+                                   reason="faster-whisper not installed")
+
+
+@needs_whisper
+def test_whisper_streaming_transcript_matches_offline():
+    from speechbench.asr import load_recognizer
+    from speechbench.speech.audio import resample
+    from speechbench.speech.espeak import EspeakVoice, synthesize_espeak
+    from speechbench.speech.texts import normalize
+    from speechbench.streaming.models.whisper_la import WhisperLocalAgreement
+
+    speech, sr = synthesize_espeak("could you please turn off the lights in the kitchen before you leave",
+                                   EspeakVoice("en-us"))
+    speech = resample(speech, sr, SR).astype(np.float32)
+    rng = np.random.default_rng(0)
+    pad = np.zeros(SR // 2, np.float32)
+    wave = np.concatenate([pad, speech, pad, pad]) + (1e-4 * rng.standard_normal(len(speech) + 3 * len(pad))
+                                                      ).astype(np.float32)
+    rec = load_recognizer("whisper-tiny.en", compute_type="int8", beam_size=1, cpu_threads=2)
+    offline = rec.transcribe([wave])[0]
+    model = WhisperLocalAgreement(rec)
+    events = []
+    eng = StreamingEngine(model, EngineConfig(endpoint="vad", max_streams=2, max_batch=2, max_wait_ms=0,
+                                              max_queue_ms=3000, max_duty=2.0, overload_ms=1e9),
+                          on_event=events.append)
+    try:
+        eng.add_stream("a")
+        for k in range(0, len(wave), 640):
+            eng.process_chunk("a", np.ascontiguousarray(wave[k: k + 640]))
+        final = eng.finalize_stream("a").result(timeout=60)
+    finally:
+        eng.stop()
+        rec.close()
+    finals = " ".join(e.text for e in events if e.kind == "final" and e.text)
+    assert normalize(finals) == normalize(offline), (finals, offline)
+    partials = [e.text for e in events if e.kind == "partial" and e.text]
+    assert len(partials) >= 2  # it streamed: text appeared before the end
+    assert final == "" or normalize(final) in normalize(finals)
