@@ -60,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--utterances", type=int, default=None,
                    help=f"utterances in the pool the streams replay, spread over the accents (default: "
                    f"{d.utterances}, --quick: {q.utterances})")
+    g.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="pretrained recognizers served by the same engine beside the CTC model, for the "
+                   "accuracy-vs-capacity table: whisper-tiny.en, whisper-base (Whisper under LocalAgreement-2, "
+                   "re-decodes batched across streams; options as name@compute_type=float32,beam_size=5), "
+                   "moonshine-tiny (native streaming, per stream), ctc:<checkpoint.pt>; 'none' for none "
+                   f"(default: {' '.join(d.compare_models)})")
+    g.add_argument("--compare-streams", type=int, nargs="+", default=None,
+                   help=f"stream counts swept for each of --models; a model's sweep stops at its first level "
+                   f"not sustained (default: {' '.join(map(str, d.compare_streams))}; --quick: "
+                   f"{' '.join(map(str, q.compare_streams))})")
+    g.add_argument("--compare-duration-s", type=float, default=None,
+                   help=f"seconds of audio per stream per level for --models (default: {d.compare_duration_s:g}"
+                   f", --quick: {q.compare_duration_s:g})")
+    g.add_argument("--redecode-bound-ms", type=float, default=d.redecode_bound_ms,
+                   help="a model that buffers a longer chunk than --model-chunk-ms (Whisper: 1 s) sustains a "
+                   "level when p95 chunk latency < its chunk + this (default: %(default)g)")
     g = p.add_argument_group("load")
     g.add_argument("--streams", type=int, nargs="+", default=None,
                    help=f"concurrent stream counts to sweep (default: {' '.join(map(str, d.streams))}; "
@@ -121,7 +137,12 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBe
     cfg.threads = a.threads
     cfg.checkpoint = a.checkpoint
     cfg.manifest = a.manifest
-    for name in ("chunk_ms", "ramp_s", "soak_minutes", "latency_bound_ms", "model_chunk_ms", "max_batch",
+    if a.models is not None:
+        cfg.compare_models = [] if a.models == ["none"] else a.models
+    for name in ("compare_streams", "compare_duration_s"):
+        if getattr(a, name) is not None:
+            setattr(cfg, name, getattr(a, name))
+    for name in ("redecode_bound_ms", "chunk_ms", "ramp_s", "soak_minutes", "latency_bound_ms", "model_chunk_ms", "max_batch",
                  "max_wait_ms", "max_streams", "max_queue_ms", "overload_ms", "max_duty", "endpoint", "endpoint_silence_ms"):
         setattr(cfg, name, getattr(a, name))
     for name in ("accents", "utterances", "streams", "duration_s", "baseline_streams", "baseline_duration_s",

@@ -54,6 +54,20 @@ def test_quick_json_fields(quick_run):
         assert res.get(k), k
     if CHECKPOINT.exists():
         assert s["single_stream"]["first_partial_ms_p95"] is not None
+    # the pretrained recognizers served by the same engine, one table row each, beside the CTC model
+    rows = {r["model"]: r for r in s["models"]}
+    assert list(rows)[0] in ("ctc-streaming", "ctc-random")
+    for name in res["config"]["compare_models"]:
+        rec = res["models"][name]
+        row = rows[name]
+        assert rec["sweep"] and row["levels_tested"][0] == 1
+        assert row["wer_streaming"] is not None and row["wer_offline"] is not None
+        assert row["latency_bound_ms"] > res["config"]["latency_bound_ms"]  # buffers a longer chunk
+        assert row["rtf_p50"] > 0 and row["first_partial_ms_p95"] is not None
+        # real pretrained models recognize this speech: the streaming transcript is mostly right
+        assert row["wer_streaming"] < 0.5, (name, row["wer_streaming"])
+    if "whisper-tiny.en" in rows:
+        assert res["models"]["whisper-tiny.en"]["baseline"]  # the same policy per stream (max batch 1)
 
 
 def test_report_is_rendered_from_json_and_report_only_rerenders(quick_run):

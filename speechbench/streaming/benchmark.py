@@ -36,6 +36,7 @@ from speechbench.streaming.loadgen import (
     speech_bounds,
     wer_counts,
 )
+from speechbench.streaming.models.base import StreamingModel
 from speechbench.streaming.models.ctc import CTCStreamingModel
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,21 @@ class StreamingBenchConfig:
     overload_duration_s: float = 20.0
     soak_minutes: float = 0.0
     parity_streams: int = 16  # concurrent streams in the unpaced parity run
+    # Pretrained recognizers served by the same engine beside the CTC model (the accuracy-vs-capacity table):
+    # each gets an offline pass, a sweep and, when it batches, a per-stream baseline; levels stop at the first
+    # one not sustained.
+    compare_models: list[str] = field(default_factory=lambda: ["whisper-tiny.en", "moonshine-tiny"])
+    compare_streams: list[int] = field(default_factory=lambda: [1, 2, 4, 6, 8, 12, 16])
+    compare_duration_s: float = 20.0
+    # Re-decoding models buffer a whole model chunk (Whisper: 1 s) before they can say anything about it: a
+    # level counts as sustained when p95 chunk latency stays under that chunk plus this bound.
+    redecode_bound_ms: float = 1000.0
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> StreamingBenchConfig:
         base = cls(quick=True, utterances=12, streams=[1, 8], duration_s=6.0, ramp_s=0.5, baseline_streams=[1, 4],
-                   baseline_duration_s=4.0, overload_duration_s=4.0, parity_streams=4)
+                   baseline_duration_s=4.0, overload_duration_s=4.0, parity_streams=4,
+                   compare_streams=[1, 2], compare_duration_s=5.0)
         for k, v in overrides.items():
             setattr(base, k, v)
         return base
@@ -130,6 +141,10 @@ class StreamingBenchmark(SectionedRun):
             self.note("random weights (--checkpoint random): transcripts are noise; WER is not meaningful")
         self.pool: list[UttAudio] = []
         self.offline_hyp: dict[str, str] = {}
+        # The model the engine serves in the section running now: the CTC model, or one of compare_models.
+        self.serving: StreamingModel | None = None
+        self.offline_fn: Callable[[list[np.ndarray]], list[str]] | None = None
+        self.latency_bound_ms = cfg.latency_bound_ms
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -140,8 +155,13 @@ class StreamingBenchmark(SectionedRun):
         return ec
 
     def new_engine(self, on_event: Any, **over: Any) -> StreamingEngine:
-        eng = StreamingEngine(CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device),
-                              self.engine_config(**over), on_event=on_event)
+        model = self.serving or CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device)
+        if model.frame_ms is None:  # no per-frame symbols (not CTC): the VAD endpointer, at the model's chunk
+            over = {"endpoint": "vad", "model_chunk_ms": None, **over}
+            over["max_queue_ms"] = max(self.cfg.max_queue_ms, 2 * model.default_chunk_ms + EngineConfig.max_chunk_ms)
+            # queued audio waits for a whole model chunk by design: overload is waiting beyond that
+            over["overload_ms"] = self.cfg.overload_ms + model.default_chunk_ms
+        eng = StreamingEngine(model, self.engine_config(**over), on_event=on_event)
         eng.warmup((1, 8, min(64, eng.cfg.max_streams)))
         return eng
 
@@ -162,6 +182,8 @@ class StreamingBenchmark(SectionedRun):
         self.section("overload", self.measure_overload)
         if self.cfg.soak_minutes > 0:
             self.section("soak", self.measure_soak)
+        for spec in self.cfg.compare_models:
+            self.section(f"model:{spec}", lambda spec=spec: self.measure_model(spec))
         self.results["summary"] = self.build_summary()
         self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
         self.results["status"] = "complete" if not self.results["failures"] else "complete_with_failures"
@@ -293,7 +315,8 @@ class StreamingBenchmark(SectionedRun):
         rows = scored["utterances"]
         refs = [self.pool_by_id[r["utt"]].text for r in rows]
         w = wer_counts(refs, [r["hyp"] for r in rows])
-        wo = wer_counts(refs, [self.offline_hyp.get(r["utt"], "") for r in rows])
+        offline = self.offline_for([r["utt"] for r in rows])
+        wo = wer_counts(refs, [offline.get(r["utt"], "") for r in rows])
         fp = np.array(scored["first_partial_ms"])
         fm = np.array(scored["finalization_ms"])
         fa = np.array(scored["finalization_after_endpoint_ms"])
@@ -332,7 +355,11 @@ class StreamingBenchmark(SectionedRun):
         out["sustained"] = bool(
             alive and admitted == streams and out["shed_chunks"] == 0 and dropped == 0
             and out["failed_streams"] == 0 and out["unfinished_streams"] == 0 and lat.get("p95") is not None
-            and lat["p95"] < self.cfg.latency_bound_ms)
+            and lat["p95"] < self.latency_bound_ms)
+        out["latency_bound_ms"] = self.latency_bound_ms
+        st = stats["stage_ms"]
+        out["step_ms"] = stats.get("step_ms")
+        out["model_step_ms"] = st.get("model")
         return out
 
     @property
@@ -342,13 +369,16 @@ class StreamingBenchmark(SectionedRun):
         return self._pool_by_id
 
     def sweep(self, name: str, levels: list[int], duration_s: float, stop_at_failure: bool = False,
-              **over: Any) -> list[dict[str, Any]]:
+              store: dict[str, Any] | None = None, **over: Any) -> list[dict[str, Any]]:
+        """Run each load level; after each, the runs so far go into ``store[name]`` (default: the results)
+        and the JSON is saved, so a crash keeps the levels already measured."""
         runs: list[dict[str, Any]] = []
+        store = self.results if store is None else store
         for n in levels:
             t0 = time.perf_counter()
             r = self.run_level(n, duration_s, name, **over)
             runs.append(r)
-            self.results[name] = runs
+            store[name] = runs
             self.save()
             log.info("%s %4d streams: p50 %s p95 %s ms, batch %.1f, util %s, shed %d, refused %d, wer %s "
                      "(offline %s) [%.0f s]", name, n, _r(r["chunk_latency_ms_p50"]), _r(r["chunk_latency_ms_p95"]),
@@ -357,6 +387,72 @@ class StreamingBenchmark(SectionedRun):
             if stop_at_failure and not r["sustained"]:
                 break
         return runs
+
+    def offline_for(self, utt_ids: list[str]) -> dict[str, str]:
+        """Offline transcripts of these utterances by the model being served (computed once, when first
+        needed: a compare model's sweep scores a few dozen of the pool's utterances, not all of them)."""
+        missing = sorted({u for u in utt_ids if u not in self.offline_hyp})
+        if missing and self.offline_fn is not None:
+            texts = self.offline_fn([self.pool_by_id[u].audio for u in missing])
+            self.offline_hyp.update(zip(missing, texts, strict=True))
+        return self.offline_hyp
+
+    def measure_model(self, spec: str) -> dict[str, Any]:
+        """One pretrained recognizer served by the engine: a sweep (stopping at the first level it cannot
+        sustain) and, for a model whose steps batch across streams, the same policy run per stream
+        (max_batch 1), each level's streaming WER next to the same recognizer's offline WER."""
+        from speechbench.streaming.models.registry import load_streaming_model
+
+        c = self.cfg
+        t0 = time.perf_counter()
+        loaded = load_streaming_model(spec, self.device, c.threads, c.checkpoint, c.seed)
+        chunk = loaded.model.default_chunk_ms
+        saved = (self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms)
+        self.serving, self.offline_hyp, self.offline_fn = loaded.model, {}, loaded.offline
+        self.latency_bound_ms = c.latency_bound_ms if chunk <= c.model_chunk_ms else chunk + c.redecode_bound_ms
+        rec: dict[str, Any] = {"spec": spec, "model": loaded.model.info(), "recognizer": loaded.info,
+                               "load_s": time.perf_counter() - t0, "offline_method": loaded.offline_method,
+                               "latency_bound_ms": self.latency_bound_ms, "endpoint": "vad"
+                               if loaded.model.frame_ms is None else c.endpoint}
+        self.results.setdefault("models", {})[spec] = rec
+        try:
+            self.sweep("sweep", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec)
+            if loaded.model.batching == "batched":
+                self.sweep("baseline", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec,
+                           max_batch=1, max_wait_ms=0.0)
+            rec["offline_utterances"] = len(self.offline_hyp)
+            rec["summary"] = self.model_row(rec)
+        finally:
+            loaded.close()
+            self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms = saved
+        return rec
+
+    def model_row(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """The streaming table's row of one model: accuracy, speed, latency, capacity, memory."""
+        sweep = rec.get("sweep") or []
+        base = rec.get("baseline") or []
+        sustained = [r for r in sweep if r["sustained"]] or sweep
+        one = next((r for r in sweep if r["streams"] == 1), None)
+        model = rec.get("model") or {}
+        row = {"model": model.get("name"), "precision": model.get("precision"), "params": model.get("params"),
+               "engine": f"{model.get('batching')} steps of {model.get('chunk_ms')} ms"
+                         + (f", {model['options']['policy']}" if "policy" in (model.get("options") or {}) else ""),
+               "latency_bound_ms": rec.get("latency_bound_ms"),
+               "max_sustained_streams": self.max_sustained(sweep),
+               "per_stream_max_sustained_streams": self.max_sustained(base) if base else None,
+               "levels_tested": [r["streams"] for r in sweep],
+               "peak_memory_mb": max((r["peak_memory_mb"] for r in sweep if r.get("peak_memory_mb")), default=None)}
+        row.update(pooled_wer(sustained))
+        if one:
+            step = one.get("step_ms") or {}
+            chunk = one.get("model_chunk_ms") or 1
+            row["rtf_p50"] = step["p50"] / chunk if step.get("p50") is not None else None
+            row["rtf_p95"] = step["p95"] / chunk if step.get("p95") is not None else None
+            row["rtf"] = one.get("rtf")
+            for k in ("first_partial_ms_p95", "finalization_ms_p95", "finalization_after_endpoint_ms_p95",
+                      "chunk_latency_ms_p50", "chunk_latency_ms_p95"):
+                row[k] = one.get(k)
+        return row
 
     def max_sustained(self, runs: list[dict[str, Any]] | None) -> int:
         ok = [r["streams"] for r in runs or [] if r["sustained"]]
@@ -444,19 +540,7 @@ class StreamingBenchmark(SectionedRun):
         bb = s["baseline_max_streams_p95_under_100ms"]
         s["batching_gain_streams"] = best / bb if bb else None
         sustained = [r for r in sweep if r["sustained"]] or sweep
-        for k in ("wer_streaming", "wer_offline", "wer_gap_points"):
-            s[k] = None  # present even when no level could be scored
-        words = sum((r.get("wer_detail") or {}).get("words", 0) for r in sustained)
-        if words:
-            def errors(d: dict) -> int:
-                return d.get("substitutions", 0) + d.get("deletions", 0) + d.get("insertions", 0)
-
-            s["wer_streaming"] = sum(errors(r["wer_detail"]) for r in sustained if r.get("wer_detail")) / words
-            s["wer_offline"] = sum(errors(r["wer_offline_detail"]) for r in sustained
-                                   if r.get("wer_offline_detail")) / words
-            s["wer_gap_points"] = 100 * (s["wer_streaming"] - s["wer_offline"])
-            s["wer_words"] = words
-            s["wer_levels"] = [r["streams"] for r in sustained]
+        s.update(pooled_wer(sustained))
         off = res.get("offline") or {}
         if off:
             s["wer_offline_pool"] = off["wer_pool"]["wer"]
@@ -482,6 +566,13 @@ class StreamingBenchmark(SectionedRun):
                                                    "chunk_latency_ms_p95", "chunk_latency_ms_max",
                                                    "degraded_with_count")}
         s["peak_memory_mb"] = max((r["peak_memory_mb"] for r in sweep if r.get("peak_memory_mb")), default=None)
+        ctc = {"name": Path(c.checkpoint).stem if c.checkpoint != "random" else "ctc-random",
+               "precision": "float32", "params": self.model.num_params, "batching": "batched",
+               "chunk_ms": c.model_chunk_ms}
+        s["models"] = [self.model_row({"model": ctc, "sweep": sweep, "baseline": base,
+                                       "latency_bound_ms": c.latency_bound_ms})]
+        for spec, rec in (res.get("models") or {}).items():
+            s["models"].append(rec.get("summary") or {"model": spec, "failed": True})
         s["targets"] = self.targets(s, at, one, ov)
         s["failures"] = len(res["failures"])
         return s
@@ -536,6 +627,23 @@ class StreamingBenchmark(SectionedRun):
                 "engine alive at 2x load; refused streams / shed chunks counted"),
         }
         return out
+
+
+def pooled_wer(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """Streaming and offline WER pooled over some load levels (the same utterances on both sides)."""
+    out: dict[str, Any] = {"wer_streaming": None, "wer_offline": None, "wer_gap_points": None}
+    words = sum((r.get("wer_detail") or {}).get("words", 0) for r in levels)
+    if words:
+        def errors(d: dict) -> int:
+            return d.get("substitutions", 0) + d.get("deletions", 0) + d.get("insertions", 0)
+
+        out["wer_streaming"] = sum(errors(r["wer_detail"]) for r in levels if r.get("wer_detail")) / words
+        out["wer_offline"] = sum(errors(r["wer_offline_detail"]) for r in levels
+                                 if r.get("wer_offline_detail")) / words
+        out["wer_gap_points"] = 100 * (out["wer_streaming"] - out["wer_offline"])
+        out["wer_words"] = words
+        out["wer_levels"] = [r["streams"] for r in levels]
+    return out
 
 
 def _r(x: Any, nd: int = 1) -> str:

@@ -129,8 +129,13 @@ class WhisperLocalAgreement(StreamingModel):
         tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language="en")
         prompt = m.get_prompt(tok, previous_tokens=[], without_timestamps=True)
         enc = m.encode(x)
+        # A few seconds of speech hold a few dozen tokens; a decode of a word or two sometimes falls into a
+        # repetition loop ("She felt... She felt...") that would run to Whisper's 448-token limit (1.6 s
+        # instead of 0.16 s, measured): cap the length by the longest buffer, 8 tokens a second plus 8.
+        seconds = max(len(a) for a in audios) / fe.sampling_rate
+        max_length = min(m.max_length, len(prompt) + 8 + int(8 * seconds))
         res = m.model.generate(enc, [list(prompt) for _ in feats], beam_size=self.rec.beam_size,
-                               max_length=m.max_length, suppress_blank=True,
+                               max_length=max_length, suppress_blank=True,
                                suppress_tokens=list(get_suppressed_tokens(tok, [-1])), return_scores=False)
         return [tok.decode(r.sequences_ids[0]).strip() for r in res]
 

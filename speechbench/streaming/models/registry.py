@@ -1,0 +1,134 @@
+"""Streaming models by name, for ``production_streaming_asr.py --models``.
+
+Each name gives a ``StreamingModel`` for the engine plus the same recognizer's offline (whole-utterance)
+transcription, the reference its streaming WER is compared with:
+
+* ``ctc-streaming`` (or ``ctc:<checkpoint.pt>``): the project's causal CTC model; offline = the same model
+  over the whole utterance, greedy. Trained on synthetic speech only (fails on human speech).
+* ``whisper-tiny.en``, ``whisper-base`` (optionally ``@compute_type=float32,beam_size=5``): Whisper under
+  LocalAgreement-2, re-decodes batched across streams; offline = the same recognizer, same decoding options,
+  through faster-whisper's own ``transcribe`` (30 s window).
+* ``moonshine-tiny``: Moonshine tiny-en through its native streaming API, one native stream per slot;
+  offline = its ``transcribe_without_streaming``.
+
+A model that cannot load here raises ``RecognizerUnavailable`` with the reason; the benchmark records it and
+goes on with the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from speechbench.asr.base import RecognizerUnavailable
+from speechbench.streaming.models.base import StreamingModel
+
+OfflineFn = Callable[[list[np.ndarray]], list[str]]
+
+KNOWN = ("ctc-streaming", "whisper-tiny.en", "whisper-base", "moonshine-tiny")
+
+
+@dataclass
+class LoadedModel:
+    model: StreamingModel
+    offline: OfflineFn  # whole utterances -> texts, the same recognizer
+    offline_method: str
+    info: dict[str, Any]
+    close: Callable[[], None] = lambda: None
+
+
+def parse(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name[@k=v,...]`` -> (name, options); values parsed as JSON where they parse."""
+    import json
+
+    name, _, rest = spec.partition("@")
+    opts: dict[str, Any] = {}
+    for part in filter(None, rest.split(",")):
+        k, eq, v = part.partition("=")
+        if not eq:
+            raise ValueError(f"model option {part!r} in {spec!r} is not key=value")
+        try:
+            opts[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            opts[k.strip()] = v.strip()
+    return name.strip(), opts
+
+
+def load_ctc(checkpoint: str, device: torch.device | str = "cpu", seed: int = 0, name: str | None = None
+             ) -> LoadedModel:
+    from speechbench.asr.ctc.decode import greedy_decode
+    from speechbench.asr.ctc.features import LogMel, waveforms_to_batch
+    from speechbench.asr.ctc.tokenizer import Tokenizer
+    from speechbench.streaming.models.ctc import CTCStreamingModel
+
+    if checkpoint == "random":  # seeded random weights: smoke runs only, transcripts are noise
+        from speechbench.asr.ctc.features import FeatureConfig
+        from speechbench.asr.ctc.model import build_model
+        from speechbench.asr.ctc.tokenizer import CHARS
+
+        torch.manual_seed(seed)
+        net, feat_cfg, payload = build_model("streaming").eval(), FeatureConfig(), {
+            "chars": CHARS, "meta": {"name": "random"}}
+    else:
+        from speechbench.asr.ctc.train import load_checkpoint
+
+        net, feat_cfg, payload = load_checkpoint(checkpoint, device)
+    net.to(device).eval()
+    if not net.cfg.causal:
+        raise RecognizerUnavailable(f"{checkpoint} is not a causal (streaming) model")
+    tok = Tokenizer(payload["chars"])
+    model = CTCStreamingModel(net, feat_cfg, tok, device, name=name or "ctc-streaming")
+    extractor = LogMel(feat_cfg).to(device)
+
+    @torch.no_grad()
+    def offline(waves: list[np.ndarray]) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(waves), 16):
+            wave, lens = waveforms_to_batch(waves[i: i + 16])
+            feats, flen = extractor(wave.to(device), lens.to(device))
+            lp, olen = net(feats, flen)
+            out += [tok.decode(ids) for ids in greedy_decode(lp, olen)]
+        return out
+
+    info = {"checkpoint": checkpoint, "params": net.num_params, "config": net.cfg.to_json(),
+            "meta": payload.get("meta", {}), "features": feat_cfg.to_json()}
+    return LoadedModel(model, offline, "same model over the whole utterance, greedy", info)
+
+
+def load_whisper(which: str, options: dict[str, Any], threads: int | None) -> LoadedModel:
+    from speechbench.asr.registry import load_recognizer
+    from speechbench.streaming.models.whisper_la import WhisperLocalAgreement
+
+    opts = {"compute_type": "int8", "beam_size": 1, "cpu_threads": threads or 0, **options}
+    la_opts = {k: opts.pop(k) for k in ("agreement", "window", "pad_s") if k in opts}
+    rec = load_recognizer(which, **opts)
+    model = WhisperLocalAgreement(rec, name=which if not options else None, **la_opts)
+    model.name = which
+    return LoadedModel(model, rec.transcribe, f"faster-whisper transcribe(), 30 s window, beam {rec.beam_size}",
+                       rec.info(), rec.close)
+
+
+def load_moonshine(options: dict[str, Any]) -> LoadedModel:
+    from speechbench.streaming.models.moonshine import MoonshineStreaming
+
+    model = MoonshineStreaming(**options)
+    return LoadedModel(model, model.transcribe_offline, "moonshine transcribe_without_streaming()",
+                       model.info(), model.close)
+
+
+def load_streaming_model(spec: str, device: torch.device | str = "cpu", threads: int | None = None,
+                         checkpoint: str = "models/ctc-streaming.pt", seed: int = 0) -> LoadedModel:
+    name, options = parse(spec)
+    if name == "ctc-streaming":
+        return load_ctc(options.get("checkpoint", checkpoint), device, seed)
+    if name.startswith("ctc:"):
+        return load_ctc(name[4:], device, seed, name=name)
+    if name in ("whisper-tiny.en", "whisper-base"):
+        return load_whisper(name, options, threads)
+    if name == "moonshine-tiny":
+        return load_moonshine(options)
+    raise ValueError(f"unknown streaming model {name!r}; known: {', '.join(KNOWN)}, ctc:<checkpoint.pt>")
