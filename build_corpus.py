@@ -83,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--no-progress", action="store_true", default=False, help="no progress bar")
     r.add_argument("--print-dir", action="store_true", default=False,
                    help="print the corpus folder for this config and exit")
+    r.add_argument("--recorded", type=Path, default=None, metavar="MANIFEST",
+                   help="instead of synthesizing, write a manifest of the recorded read speech bundled with "
+                   "moonshine-voice (two clips, published texts as references) to MANIFEST and exit; for "
+                   "comprehensive_asr_evaluation.py --manifest MANIFEST")
     r.add_argument("-v", "--verbose", action="store_true", default=False, help="debug logging")
     return p.parse_args(argv)
 
@@ -102,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.recorded is not None:
+        from speechbench.speech.recorded import write_recorded_manifest
+
+        print(write_recorded_manifest(args.recorded))
+        return 0
     if args.list_presets:
         for name, cfg in PRESETS.items():
             print(f"{name}: {dataclasses.asdict(cfg)}")
