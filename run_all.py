@@ -16,11 +16,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 
-# (name, script): each is a standalone CLI with the shared flags (--quick, --device, --seed, ...).
+# (name, script, extra args): each is a standalone CLI with the shared flags (--quick, --device, --seed, ...).
+RECORDED_MANIFEST = "data/recorded/manifest.jsonl"
 BENCHMARKS = [
-    ("tts", "optimized_tts_inference.py"),
-    ("asr", "comprehensive_asr_evaluation.py"),
-    ("streaming", "production_streaming_asr.py"),
+    ("tts", "optimized_tts_inference.py", []),
+    ("asr", "comprehensive_asr_evaluation.py", []),
+    # Part 2 again on the two recorded (not synthesized) read-speech clips moonshine-voice bundles: a spot
+    # check of every model on speech that is not synthetic (about 4 minutes; not in --quick).
+    ("asr-recorded", "comprehensive_asr_evaluation.py",
+     ["--manifest", RECORDED_MANIFEST, "--sentences", "0", "--output", "results/asr_recorded_speech.json",
+      "--report", "docs/asr_recorded_report.md", "--no-readme"]),
+    ("streaming", "production_streaming_asr.py", []),
 ]
 
 
@@ -28,17 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (CI smoke sizes)")
-    p.add_argument("--only", nargs="+", choices=[n for n, _ in BENCHMARKS], help="run only these benchmarks")
+    p.add_argument("--only", nargs="+", choices=[n for n, _, _ in BENCHMARKS], help="run only these benchmarks")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="passed to every benchmark")
     a = p.parse_args(argv)
     failed = []
-    for name, script in BENCHMARKS:
+    for name, script, extra in BENCHMARKS:
         if a.only and name not in a.only:
             continue
-        if not (ROOT / script).exists():
-            print(f"[run_all] {script}: not part of the suite yet, skipped")
-            continue
-        cmd = [sys.executable, script, "--device", a.device] + (["--quick"] if a.quick else [])
+        if name == "asr-recorded":
+            if a.quick:
+                continue
+            subprocess.call([sys.executable, "build_corpus.py", "--recorded", RECORDED_MANIFEST], cwd=ROOT)
+        cmd = [sys.executable, script, "--device", a.device] + (["--quick"] if a.quick else []) + extra
         print(f"[run_all] {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd, cwd=ROOT)

@@ -23,11 +23,11 @@ from speechbench.common.results import write_json_atomic
 log = logging.getLogger(__name__)
 
 SCHEMA = "asr_evaluation/1"
-# Default subset of the default corpus: 18 of its 60 sentences in each of the 9 voices = 162 utterances,
-# ~13 minutes of audio. Sized for the seven models that were the default before whisper-base-int8 and
-# moonshine-tiny joined (~0.7 RTF summed on 2 CPU cores, see DEFAULT_RTF_ESTIMATE): start-up, the batch-size
-# pass and the statistics included, that run took 14.4 min; the two new models add ~0.3 RTF (~5 min).
-DEFAULT_SENTENCES = 18
+# Default subset of the default corpus: 10 of its 60 sentences in each of the 9 voices = 90 utterances,
+# ~7 minutes of audio. With whisper-base-int8 and moonshine-tiny in the default models the sum is ~1.0 RTF
+# on 2 CPU cores (see DEFAULT_RTF_ESTIMATE); 18 sentences (the earlier default) took 14.4 min with seven
+# models and would take ~20 with nine, so utterances were cut, not models or statistics.
+DEFAULT_SENTENCES = 10
 # --quick: 2 of the quick corpus' 4 sentences x 3 voices x 2 conditions = 12 utterances (~50 s of audio), so
 # the default models plus start-up stay around 2 minutes.
 QUICK_SENTENCES = 2

@@ -63,7 +63,7 @@ class TTSBenchConfig:
     # The seed's max_length is 500 frames, but its naive loop is quadratic in length (and re-projects the
     # whole text every step): at 500 the baseline alone takes ~7 of a 2-core CPU's 10 minutes. 300 frames
     # (3.5 s of audio) keeps the ~50-character headline text and the short texts unclamped; --max-frames
-    # 500 reproduces the seed's clamp (results/tts_benchmarks_max500.json).
+    # 500 reproduces the seed's clamp (--max-frames 500).
     max_frames: int = 300
     frames_per_char: float = LengthPolicy.frames_per_char
     stop_head: str = "auto"  # auto: honour it only with a trained checkpoint

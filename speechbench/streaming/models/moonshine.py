@@ -39,6 +39,7 @@ class MoonshineStreaming(StreamingModel):
         self.precision = self.rec.precision
         self.backend = self.rec.backend
         self.streams: list[Any] = []
+        self._flush_pad = [0.0] * (self.sample_rate // 2)
 
     def _new_stream(self) -> Any:
         # update_interval: never by itself; the step asks for an update once per engine chunk
@@ -77,6 +78,10 @@ class MoonshineStreaming(StreamingModel):
             stream.add_audio(audio[r].tolist(), self.sample_rate)
             self.has_audio[s] = True
             if final[r]:
+                # stop() transcribes only what an update has consumed, in 0.5 s windows: the last part-window
+                # would be lost ("...turn off the light?" came back as "...turn on?"); half a second of
+                # silence pushes it through.
+                stream.add_audio(self._flush_pad, self.sample_rate)
                 text = _text(stream.stop())
                 stream.close()
                 self.streams[s] = None
