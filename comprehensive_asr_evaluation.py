@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return rerender_report(a.output, a.report, render, not a.no_plots,
                                lambda res: maybe_update_readme(res, a.output, not a.no_readme))
 
-    from profiling_utils import capture_environment
     from speechbench.asr_eval.evaluation import ASREvaluation
+    from speechbench.common.measure import capture_environment
 
     device = prepare_run(a)
     cfg = config_from_args(a, device.type)

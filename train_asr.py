@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: file not found: {path}", file=sys.stderr)
             return 2
     if args.init_from and not args.score:  # an unusable starting point fails now, before any synthesis
+        from speechbench.asr.ctc.checkpoint import load_checkpoint
         from speechbench.asr.ctc.grow import start_problem
         from speechbench.asr.ctc.model import SIZES
-        from speechbench.asr.ctc.train import load_checkpoint
 
         init_cfg = load_checkpoint(args.init_from)[0].cfg
         if reason := start_problem(init_cfg, SIZES[args.model]):

@@ -12,7 +12,7 @@ from speechbench.asr.ctc.model import (
     CTCModel,
     ModelConfig,
     StreamState,
-    build_model,
+    build_ctc_model,
     reverse_within_length,
 )
 
@@ -31,9 +31,9 @@ def streaming() -> CTCModel:
 
 def test_sizes_build_and_output_lengths():
     for name, cfg in SIZES.items():
-        m = build_model(name)
+        m = build_ctc_model(name)
         assert m.cfg == cfg and m.num_params > 0
-    m = build_model("small").eval()
+    m = build_ctc_model("small").eval()
     assert m.subsampling == 2
     lengths = torch.tensor([0, 1, 4, 5, 8, 301])
     assert m.output_lengths(lengths).tolist() == [0, 1, 2, 3, 4, 151]
@@ -139,6 +139,6 @@ def test_state_stack_unbind_round_trip(streaming):
 
 def test_offline_model_refuses_to_stream():
     with pytest.raises(RuntimeError, match="cannot stream"):
-        build_model("small").init_state(1)
+        build_ctc_model("small").init_state(1)
     with pytest.raises(ValueError):
         ModelConfig(causal=True, bidirectional=True).validate()

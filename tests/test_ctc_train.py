@@ -11,8 +11,8 @@ import torch
 import train_asr
 from speechbench.asr import RecognizerUnavailable, available_recognizers, load_recognizer
 from speechbench.asr.ctc import CTCRecognizer, register_ctc_checkpoint
+from speechbench.asr.ctc.checkpoint import load_checkpoint
 from speechbench.asr.ctc.features import StreamingLogMel
-from speechbench.asr.ctc.train import load_checkpoint
 from speechbench.asr.registry import unregister_backend
 
 

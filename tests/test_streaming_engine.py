@@ -18,8 +18,8 @@ from speechbench.asr.ctc.tokenizer import Tokenizer
 from speechbench.streaming import (
     AdmissionError,
     BadChunkError,
-    EngineConfig,
     StreamingEngine,
+    StreamingEngineConfig,
     UnknownStreamError,
 )
 from speechbench.streaming.endpoint import BlankEndpointer, EndpointDecision
@@ -74,12 +74,12 @@ def offline_text(model: CTCModel, wave: np.ndarray) -> str:
     return offline(model, wave)[1]
 
 
-def ecfg(**kw) -> EngineConfig:
+def ecfg(**kw) -> StreamingEngineConfig:
     """Engine settings for tests: load-based admission off (a busy CI machine must not refuse streams),
     except where a test sets it."""
     kw.setdefault("max_duty", 2.0)
     kw.setdefault("overload_ms", 1e9)
-    return EngineConfig(**kw)
+    return StreamingEngineConfig(**kw)
 
 
 def feed(eng: StreamingEngine, sid: str, wave: np.ndarray, chunk: int, pause: float = 0.0) -> None:
@@ -391,7 +391,7 @@ def test_histogram_percentiles():
                     reason="models/ctc-streaming.pt not trained yet (uv run train_asr.py --model streaming)")
 def test_real_checkpoint_endpoints_between_utterances():
     """The trained model on real speech: two utterances with a silence between give two endpoint finals."""
-    from speechbench.asr.ctc.train import load_checkpoint
+    from speechbench.asr.ctc.checkpoint import load_checkpoint
     from speechbench.speech.audio import load_audio
     from speechbench.speech.corpus import build_corpus, preset
     from speechbench.speech.manifest import read_manifest

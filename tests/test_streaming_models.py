@@ -12,7 +12,7 @@ import torch
 
 from speechbench.asr.ctc.features import FeatureConfig
 from speechbench.asr.ctc.model import CTCModel, ModelConfig
-from speechbench.streaming import EngineConfig, StreamingEngine
+from speechbench.streaming import StreamingEngine, StreamingEngineConfig
 from speechbench.streaming.models.ctc import CTCStreamingModel
 from speechbench.streaming.models.local_agreement import LocalAgreement, common_prefix
 
@@ -108,7 +108,7 @@ def test_whisper_streaming_transcript_matches_offline():
     offline = rec.transcribe([wave])[0]
     model = WhisperLocalAgreement(rec)
     events = []
-    eng = StreamingEngine(model, EngineConfig(endpoint="vad", max_streams=2, max_batch=2, max_wait_ms=0,
+    eng = StreamingEngine(model, StreamingEngineConfig(endpoint="vad", max_streams=2, max_batch=2, max_wait_ms=0,
                                               max_queue_ms=3000, max_duty=2.0, overload_ms=1e9),
                           on_event=events.append)
     try:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from speechbench.tts.baseline import NaiveTTSInference
-from speechbench.tts.engine import EngineConfig, Request, TTSEngine, attention_spans
+from speechbench.tts.engine import Request, TTSEngine, TTSEngineConfig, attention_spans
 from speechbench.tts.fidelity import compare_mels
 from speechbench.tts.length import LengthPolicy
-from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_model
+from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_tts_model
 from speechbench.tts.scheduler import (
     BusyClock,
     ContinuousSchedule,
@@ -39,7 +39,7 @@ def no_grad():
 
 
 def small_model(seed: int = 0):
-    return build_model(seed, config=SMALL)
+    return build_tts_model(seed, config=SMALL)
 
 
 def reference_mel(model, policy, text):
@@ -51,7 +51,7 @@ def reference_mel(model, policy, text):
 def test_kv_cache_equals_causal_reference_fp32(seed, max_frames):
     model = small_model(seed)
     policy = LengthPolicy(max_frames=max_frames)
-    eng = TTSEngine(model, EngineConfig(num_slots=1), policy)
+    eng = TTSEngine(model, TTSEngineConfig(num_slots=1), policy)
     for text in TEXTS[:3]:
         ref = reference_mel(model, policy, text)
         got = eng.synthesize(text).mel
@@ -61,10 +61,10 @@ def test_kv_cache_equals_causal_reference_fp32(seed, max_frames):
 
 def test_kv_cache_equals_reference_on_full_size_model():
     """The seed-size model (512 hidden, 6+6 layers), a short rollout: same bar."""
-    model = build_model(3)
+    model = build_tts_model(3)
     policy = LengthPolicy(max_frames=12)
     ref = reference_mel(model, policy, "Full size.")
-    got = TTSEngine(model, EngineConfig(), policy).synthesize("Full size.").mel
+    got = TTSEngine(model, TTSEngineConfig(), policy).synthesize("Full size.").mel
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() <= 1e-4
 
@@ -82,7 +82,7 @@ def test_seed_noncausal_loop_differs_from_reference():
 def test_text_alone_equals_text_in_mixed_batch():
     model = small_model(1)
     policy = LengthPolicy(max_frames=50)
-    eng = TTSEngine(model, EngineConfig(num_slots=4), policy)
+    eng = TTSEngine(model, TTSEngineConfig(num_slots=4), policy)
     alone = {t: eng.synthesize(t) for t in TEXTS}
     batch = eng.synthesize_batch(TEXTS)
     for t, c in zip(TEXTS, batch, strict=True):
@@ -94,8 +94,8 @@ def test_continuous_batching_matches_sequential_and_admits_everyone():
     model = small_model(2)
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 3)]  # 12 requests through 3 slots
-    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, EngineConfig(num_slots=1), policy), reqs).completed}
-    eng = TTSEngine(model, EngineConfig(num_slots=3), policy)
+    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy), reqs).completed}
+    eng = TTSEngine(model, TTSEngineConfig(num_slots=3), policy)
     res = run_continuous(eng, reqs)
     assert sorted(c.request_id for c in res.completed) == list(range(len(reqs)))
     assert eng.active == 0 and eng.free_slots == 3
@@ -110,7 +110,7 @@ def test_static_batching_pads_work_but_keeps_each_output_length():
     model = small_model(0)
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS)]
-    res = run_static(TTSEngine(model, EngineConfig(num_slots=4), policy), reqs, batch_size=4)
+    res = run_static(TTSEngine(model, TTSEngineConfig(num_slots=4), policy), reqs, batch_size=4)
     frames = {c.request_id: c.frames for c in res.completed}
     assert frames == {i: policy.frames_for(len(t)) for i, t in enumerate(TEXTS)}
     assert res.steps == max(frames.values())
@@ -128,7 +128,7 @@ def test_decode_step_arithmetic_matches_the_schedulers():
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 2)]
     frames = [policy.frames_for(len(t)) for t in TEXTS * 2]
-    eng = TTSEngine(model, EngineConfig(num_slots=3), policy)
+    eng = TTSEngine(model, TTSEngineConfig(num_slots=3), policy)
     assert run_static(eng, reqs, batch_size=3).steps == decode_steps(frames, 3, "static")
     assert run_continuous(eng, reqs).steps == decode_steps(frames, 3, "continuous")
 
@@ -139,10 +139,10 @@ def test_interleaved_schedulers_serve_the_same_as_alone():
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 2)]
     frames = [policy.frames_for(len(t)) for t in TEXTS * 2]
-    alone = {c.request_id: c for c in run_continuous(TTSEngine(model, EngineConfig(num_slots=3), policy), reqs).completed}
+    alone = {c.request_id: c for c in run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs).completed}
     stat, cont = run_interleaved([
-        StaticSchedule(TTSEngine(model, EngineConfig(num_slots=3), policy), reqs, 3, clock=BusyClock()),
-        ContinuousSchedule(TTSEngine(model, EngineConfig(num_slots=3), policy), reqs, clock=BusyClock())])
+        StaticSchedule(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs, 3, clock=BusyClock()),
+        ContinuousSchedule(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs, clock=BusyClock())])
     assert (stat.steps, cont.steps) == (decode_steps(frames, 3, "static"), decode_steps(frames, 3, "continuous"))
     for res in (stat, cont):
         assert sorted(c.request_id for c in res.completed) == list(range(len(reqs)))
@@ -150,7 +150,7 @@ def test_interleaved_schedulers_serve_the_same_as_alone():
         for c in res.completed:
             assert c.frames == alone[c.request_id].frames
             assert (c.mel - alone[c.request_id].mel).abs().max().item() <= 1e-4
-    engine = TTSEngine(model, EngineConfig(num_slots=3), policy)
+    engine = TTSEngine(model, TTSEngineConfig(num_slots=3), policy)
     with pytest.raises(ValueError, match="one engine each"):
         run_interleaved([ContinuousSchedule(engine, reqs, clock=BusyClock()),
                          StaticSchedule(engine, reqs, 3, clock=BusyClock())])
@@ -163,7 +163,7 @@ def test_busy_clock_skips_idle_gaps_but_keeps_arrival_order():
     and each one's latency is its own service time, not the gap."""
     import time
 
-    eng = TTSEngine(small_model(), EngineConfig(num_slots=2), LengthPolicy(max_frames=5))
+    eng = TTSEngine(small_model(), TTSEngineConfig(num_slots=2), LengthPolicy(max_frames=5))
     reqs = [Request("hello", i, 30.0 * i) for i in range(3)]
     t0 = time.perf_counter()
     (res,) = run_interleaved([ContinuousSchedule(eng, reqs, clock=BusyClock())])
@@ -176,7 +176,7 @@ def test_busy_clock_skips_idle_gaps_but_keeps_arrival_order():
 def test_retire_refills_slot_immediately():
     """Iteration-level scheduling: a slot freed at step k holds a newcomer at step k+1."""
     model = small_model(0)
-    eng = TTSEngine(model, EngineConfig(num_slots=2), LengthPolicy(max_frames=50))
+    eng = TTSEngine(model, TTSEngineConfig(num_slots=2), LengthPolicy(max_frames=50))
     eng.prefill([Request("a", 0, frames=2), Request("b", 1, frames=5)])
     eng.step()
     assert eng.retire() == []
@@ -195,7 +195,7 @@ def test_retire_refills_slot_immediately():
 
 
 def test_prefill_refuses_more_than_free_slots():
-    eng = TTSEngine(small_model(), EngineConfig(num_slots=1), LengthPolicy(max_frames=5))
+    eng = TTSEngine(small_model(), TTSEngineConfig(num_slots=1), LengthPolicy(max_frames=5))
     with pytest.raises(RuntimeError, match="free slots"):
         eng.prefill([Request("a", 0), Request("b", 1)])
 
@@ -204,7 +204,7 @@ def test_poisson_arrivals_are_seeded_and_respected():
     a = make_arrivals(5, "poisson", rate_per_s=50.0, seed=3)
     assert a == make_arrivals(5, "poisson", rate_per_s=50.0, seed=3)
     assert all(x < y for x, y in zip(a, a[1:], strict=False))
-    eng = TTSEngine(small_model(), EngineConfig(num_slots=2), LengthPolicy(max_frames=5))
+    eng = TTSEngine(small_model(), TTSEngineConfig(num_slots=2), LengthPolicy(max_frames=5))
     res = run_continuous(eng, [Request("hello", i, t) for i, t in enumerate(a)])
     for c in res.completed:
         assert c.admitted_s >= c.arrival_s - 1e-6 and c.finished_s > c.arrival_s
@@ -213,11 +213,11 @@ def test_poisson_arrivals_are_seeded_and_respected():
 
 
 def test_int8_and_bf16_within_five_percent_of_reference():
-    model = build_model(0)
+    model = build_tts_model(0)
     policy = LengthPolicy(max_frames=15)
     ref = reference_mel(model, policy, "Reduced precision.")
     for prec in ("int8", "bf16"):
-        got = TTSEngine(model, EngineConfig(precision=prec), policy).synthesize("Reduced precision.").mel
+        got = TTSEngine(model, TTSEngineConfig(precision=prec), policy).synthesize("Reduced precision.").mel
         f = compare_mels(got, ref)
         assert f["frames_equal"]
         assert f["rel_l2"] <= 0.05, (prec, f)
@@ -226,17 +226,17 @@ def test_int8_and_bf16_within_five_percent_of_reference():
 
 def test_fp16_refused_on_cpu_and_bad_precision():
     with pytest.raises(ValueError, match="GPU"):
-        TTSEngine(small_model(), EngineConfig(precision="fp16"), device="cpu")
+        TTSEngine(small_model(), TTSEngineConfig(precision="fp16"), device="cpu")
     with pytest.raises(ValueError, match="precision"):
-        EngineConfig(precision="int4")
+        TTSEngineConfig(precision="int4")
 
 
 def test_stop_head_is_honoured_when_asked():
     model = small_model(0)
     with torch.no_grad():  # make the stop head fire on every step
         model.stop_token.bias.fill_(50.0)
-    honour = TTSEngine(model, EngineConfig(), LengthPolicy(max_frames=30, honor_stop=True)).synthesize("hello")
-    ignore = TTSEngine(model, EngineConfig(), LengthPolicy(max_frames=30)).synthesize("hello")
+    honour = TTSEngine(model, TTSEngineConfig(), LengthPolicy(max_frames=30, honor_stop=True)).synthesize("hello")
+    ignore = TTSEngine(model, TTSEngineConfig(), LengthPolicy(max_frames=30)).synthesize("hello")
     assert honour.frames == 1 and honour.stop_step == 0
     assert ignore.frames == LengthPolicy(max_frames=30).frames_for(5) and ignore.stop_step == 0
     ref = NaiveTTSInference(model, LengthPolicy(max_frames=30, honor_stop=True), causal=True).synthesize("hello")
@@ -247,7 +247,7 @@ def test_stop_head_is_honoured_when_asked():
 
 
 def test_empty_and_whitespace_text_are_clear_errors():
-    eng = TTSEngine(small_model(), EngineConfig(), LengthPolicy(max_frames=5))
+    eng = TTSEngine(small_model(), TTSEngineConfig(), LengthPolicy(max_frames=5))
     for bad in ("", "   ", "\n\t"):
         with pytest.raises(TextError, match="empty"):
             eng.synthesize(bad)
@@ -257,7 +257,7 @@ def test_empty_and_whitespace_text_are_clear_errors():
 
 
 def test_one_character_text():
-    c = TTSEngine(small_model(), EngineConfig(), LengthPolicy()).synthesize("a")
+    c = TTSEngine(small_model(), TTSEngineConfig(), LengthPolicy()).synthesize("a")
     assert c.frames == LengthPolicy().frames_for(1) >= 1
     assert c.audio.numel() == 8 * c.frames  # the toy vocoder upsamples 8x
 
@@ -268,7 +268,7 @@ def test_long_text_is_truncated_with_a_record(caplog):
         t = tok("x" * 120)
     assert len(t.ids) == 50 and t.truncated_from == 120
     assert "truncated" in caplog.text
-    eng = TTSEngine(small_model(), EngineConfig(), LengthPolicy(max_frames=5), tokenizer=tok)
+    eng = TTSEngine(small_model(), TTSEngineConfig(), LengthPolicy(max_frames=5), tokenizer=tok)
     assert eng.synthesize("y" * 500).meta["truncated_from"] == 500
 
 
@@ -285,11 +285,11 @@ def test_non_ascii_policies():
 def test_batch_mixing_one_and_max_frames():
     model = small_model(0)
     policy = LengthPolicy(max_frames=500)
-    eng = TTSEngine(model, EngineConfig(num_slots=2), policy)
+    eng = TTSEngine(model, TTSEngineConfig(num_slots=2), policy)
     res = run_continuous(eng, [Request("a", 0, frames=1), Request("a long one", 1, frames=500)])
     frames = {c.request_id: c.frames for c in res.completed}
     assert frames == {0: 1, 1: 500}
-    alone = TTSEngine(model, EngineConfig(num_slots=1), policy)
+    alone = TTSEngine(model, TTSEngineConfig(num_slots=1), policy)
     alone.prefill([Request("a long one", 0, frames=500)])
     while alone.active:
         alone.step()
@@ -307,12 +307,12 @@ def test_checkpoint_round_trip(tmp_path):
     m = small_model(5)
     path = tmp_path / "tts.pt"
     torch.save(m.state_dict(), path)
-    m2 = build_model(0, str(path), config=SMALL)
+    m2 = build_tts_model(0, str(path), config=SMALL)
     for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match"):
-        build_model(0, str(tmp_path / "bad.pt"), config=SMALL)
+        build_tts_model(0, str(tmp_path / "bad.pt"), config=SMALL)
 
 
 # -- static cache / compile paths (the GPU configuration, exercised on CPU) ------------------------------------
@@ -323,8 +323,8 @@ def test_static_shapes_equal_dynamic_shapes():
     model = small_model(4)
     policy = LengthPolicy(max_frames=30)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS)]
-    dyn = run_continuous(TTSEngine(model, EngineConfig(num_slots=2), policy), reqs).completed
-    sta = run_continuous(TTSEngine(model, EngineConfig(num_slots=2, static_shapes=True), policy), reqs).completed
+    dyn = run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=2), policy), reqs).completed
+    sta = run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=2, static_shapes=True), policy), reqs).completed
     by_id = {c.request_id: c for c in dyn}
     for c in sta:
         assert c.frames == by_id[c.request_id].frames
@@ -339,7 +339,7 @@ def test_compile_failure_falls_back_to_eager_and_says_so(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     model = small_model(0)
     policy = LengthPolicy(max_frames=10)
-    eng = TTSEngine(model, EngineConfig(static_shapes=True, compile=True), policy)
+    eng = TTSEngine(model, TTSEngineConfig(static_shapes=True, compile=True), policy)
     assert any("falling back" in n or "running eager" in n for n in eng.notes)
     ref = reference_mel(model, policy, "fallback")
     assert (eng.synthesize("fallback").mel - ref).abs().max().item() <= 1e-4
@@ -347,7 +347,7 @@ def test_compile_failure_falls_back_to_eager_and_says_so(monkeypatch):
 
 def test_compiled_step_failing_at_first_run_falls_back(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))))
-    eng = TTSEngine(small_model(0), EngineConfig(static_shapes=True, compile=True), LengthPolicy(max_frames=5))
+    eng = TTSEngine(small_model(0), TTSEngineConfig(static_shapes=True, compile=True), LengthPolicy(max_frames=5))
     eng.warmup_compiled()
     assert any("first run" in n for n in eng.notes)
     assert eng.synthesize("still works").frames == 5
@@ -386,10 +386,10 @@ def test_split_attention_serves_the_same_and_keeps_admission_order(monkeypatch):
         return out
 
     monkeypatch.setattr(engine_mod, "attention_spans", spy)
-    split = {c.request_id: c for c in run_continuous(TTSEngine(model, EngineConfig(num_slots=4), policy), reqs).completed}
+    split = {c.request_id: c for c in run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=4), policy), reqs).completed}
     whole = {c.request_id: c for c in run_continuous(
-        TTSEngine(model, EngineConfig(num_slots=4, split_attention=False), policy), reqs).completed}
-    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, EngineConfig(num_slots=1), policy), reqs).completed}
+        TTSEngine(model, TTSEngineConfig(num_slots=4, split_attention=False), policy), reqs).completed}
+    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy), reqs).completed}
     assert 2 in spans_seen  # the split path ran
     assert all(p == sorted(p, reverse=True) for p in orders)  # admission order = falling positions
     for i in range(len(reqs)):

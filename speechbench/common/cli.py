@@ -44,7 +44,7 @@ def seed_everything(seed: int) -> None:
 
 def prepare_run(args: argparse.Namespace) -> torch.device:
     """Device, torch threads and seeds from the common flags, set up the same way by every script."""
-    from profiling_utils import resolve_device
+    from speechbench.common.measure import resolve_device
 
     device = resolve_device(args.device)
     if args.threads:

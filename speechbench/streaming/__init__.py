@@ -3,13 +3,13 @@
 from speechbench.streaming.engine import (
     AdmissionError,
     BadChunkError,
-    EngineConfig,
     Event,
     StreamClosedError,
     StreamError,
     StreamingEngine,
+    StreamingEngineConfig,
     UnknownStreamError,
 )
 
-__all__ = ["AdmissionError", "BadChunkError", "EngineConfig", "Event", "StreamClosedError", "StreamError",
+__all__ = ["AdmissionError", "BadChunkError", "StreamingEngineConfig", "Event", "StreamClosedError", "StreamError",
            "StreamingEngine", "UnknownStreamError"]

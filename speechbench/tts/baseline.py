@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from profiling_utils import synchronize
+from speechbench.common.measure import synchronize
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, SimpleTTSModel
 

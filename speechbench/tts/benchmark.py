@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from profiling_utils import (
+from speechbench.common.measure import (
     NVMLSampler,
     Stopwatch,
     capture_environment,
@@ -33,10 +33,10 @@ from profiling_utils import (
 )
 from speechbench.common.results import SectionedRun
 from speechbench.tts.baseline import NaiveTTSInference
-from speechbench.tts.engine import EngineConfig, Request, TTSEngine
+from speechbench.tts.engine import Request, TTSEngine, TTSEngineConfig
 from speechbench.tts.fidelity import aggregate, compare_mels
 from speechbench.tts.length import LengthPolicy
-from speechbench.tts.model import CharTokenizer, TextError, build_model
+from speechbench.tts.model import CharTokenizer, TextError, build_tts_model
 from speechbench.tts.scheduler import (
     BusyClock,
     ContinuousSchedule,
@@ -102,7 +102,7 @@ class TTSBenchConfig:
         return base
 
 
-def split_sentences(texts: list[str]) -> list[str]:
+def split_sample_sentences(texts: list[str]) -> list[str]:
     """Split on sentence-final punctuation followed by white space (good enough for the sample texts)."""
     return [s.strip() for t in texts for s in re.split(r"(?<=[.!?;])\s+", t) if s.strip()]
 
@@ -132,7 +132,7 @@ class TTSBenchmark(SectionedRun):
         self.device = torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         torch.set_grad_enabled(False)
-        self.model = build_model(cfg.seed, cfg.checkpoint)
+        self.model = build_tts_model(cfg.seed, cfg.checkpoint)
         honor = cfg.stop_head == "honor" or (cfg.stop_head == "auto" and cfg.checkpoint is not None)
         self.policy = LengthPolicy(frames_per_char=cfg.frames_per_char, max_frames=cfg.max_frames,
                                    honor_stop=honor)
@@ -190,7 +190,7 @@ class TTSBenchmark(SectionedRun):
         policy = policy or self.policy
         key = self._engine_key(precision, slots, static, policy, replica)
         if key not in self._engines:
-            cfg = EngineConfig(precision=precision, num_slots=slots, static_shapes=static,
+            cfg = TTSEngineConfig(precision=precision, num_slots=slots, static_shapes=static,
                                compile=static and self.use_compile)
             eng = TTSEngine(self.model, cfg, policy, self.tokenizer, self.device)
             eng.warmup_compiled()
@@ -442,7 +442,7 @@ class TTSBenchmark(SectionedRun):
         TTS servers synthesize sentence by sentence (shorter time to first audio, bounded lengths), so
         sentences, not whole paragraphs (most of which hit the frame clamp), are what a scheduler sees.
         """
-        pool = split_sentences(self.texts)
+        pool = split_sample_sentences(self.texts)
         rng = np.random.default_rng(seed)
         return [pool[i] for i in rng.integers(0, len(pool), size=n)]
 
@@ -614,7 +614,7 @@ class TTSBenchmark(SectionedRun):
         with torch_profile(self.device, trace_dir / "baseline.json" if trace_dir else None) as prof:
             runner.synthesize(text)
         out["baseline"] = asdict(prof)
-        eng = TTSEngine(self.model, EngineConfig(precision=self.precision), policy, self.tokenizer, self.device)
+        eng = TTSEngine(self.model, TTSEngineConfig(precision=self.precision), policy, self.tokenizer, self.device)
         eng.synthesize(text)  # warm-up outside the profile
         with torch_profile(self.device, trace_dir / "optimized.json" if trace_dir else None) as prof:
             eng.synthesize(text)
@@ -629,7 +629,7 @@ class TTSBenchmark(SectionedRun):
         edge_max = self.cfg.max_frames if self.cfg.quick else max(self.cfg.max_frames, 500)
         edge_policy = replace(self.policy, max_frames=edge_max)
         # The optimized engine as served (its precision): these cases check behaviour, not numerics.
-        eng = TTSEngine(self.model, EngineConfig(precision=self.precision, num_slots=2), edge_policy,
+        eng = TTSEngine(self.model, TTSEngineConfig(precision=self.precision, num_slots=2), edge_policy,
                         self.tokenizer, self.device)
         cases: list[dict[str, Any]] = []
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from profiling_utils import synchronize
+from speechbench.common.measure import synchronize
 from speechbench.tts.cached_decoder import CachedDecoder
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, SimpleTTSModel, Tokenized, pad_batch
@@ -34,7 +34,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class TTSEngineConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast) | int8 (dynamic, CPU)
     num_slots: int = 1  # decode slots = the largest batch one step runs
     static_shapes: bool = False  # attend over the whole cache under a mask (fixed shapes for graphs)
@@ -115,7 +115,7 @@ class TTSEngine:
     def __init__(
         self,
         model: SimpleTTSModel,
-        config: EngineConfig,
+        config: TTSEngineConfig,
         length_policy: LengthPolicy | None = None,
         tokenizer: CharTokenizer | None = None,
         device: torch.device | str = "cpu",

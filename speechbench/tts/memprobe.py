@@ -34,21 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from profiling_utils import PeakMemory, host_rss_mb
+    from speechbench.common.measure import PeakMemory, host_rss_mb
     from speechbench.tts.baseline import NaiveTTSInference
-    from speechbench.tts.engine import EngineConfig, Request, TTSEngine
+    from speechbench.tts.engine import Request, TTSEngine, TTSEngineConfig
     from speechbench.tts.length import LengthPolicy
-    from speechbench.tts.model import build_model
+    from speechbench.tts.model import build_tts_model
     from speechbench.tts.scheduler import run_continuous
 
     torch.set_grad_enabled(False)
     device = torch.device(a.device)
-    model = build_model(a.seed, a.checkpoint)
+    model = build_tts_model(a.seed, a.checkpoint)
     policy = LengthPolicy(max_frames=a.max_frames)
     if a.variant == "baseline":
         runner = NaiveTTSInference(model, policy, device=device)
     else:
-        runner = TTSEngine(model, EngineConfig(precision=a.precision, num_slots=a.slots), policy, device=device)
+        runner = TTSEngine(model, TTSEngineConfig(precision=a.precision, num_slots=a.slots), policy, device=device)
         del model  # a server keeps only the engine; the original fp32 decoder is freed
         gc.collect()
     loaded_mb = host_rss_mb()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from profiling_utils import synchronize
+from speechbench.common.measure import synchronize
 from speechbench.tts.engine import Completed, Request, TTSEngine
 
 ARRIVALS = ("all_at_once", "poisson")

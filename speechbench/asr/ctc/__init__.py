@@ -6,7 +6,7 @@ the recognizer registry (unavailable, with the reason, until their checkpoints e
 
 from speechbench.asr.ctc.backend import CTCRecognizer, register_ctc_backends, register_ctc_checkpoint
 from speechbench.asr.ctc.features import FeatureConfig, LogMel, StreamingLogMel
-from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig, StreamState, build_model
+from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig, StreamState, build_ctc_model
 from speechbench.asr.ctc.tokenizer import Tokenizer, normalize_target
 
 register_ctc_backends()
@@ -21,7 +21,7 @@ __all__ = [
     "StreamState",
     "StreamingLogMel",
     "Tokenizer",
-    "build_model",
+    "build_ctc_model",
     "normalize_target",
     "register_ctc_backends",
     "register_ctc_checkpoint",

@@ -43,7 +43,7 @@ class CTCRecognizer(Recognizer):
                  threads: int | None = None, batch_size: int = 16) -> None:
         """``decoder``: "greedy" or "beam" (prefix beam search with a character n-gram LM trained on the
         checkpoint's own training transcripts). ``threads``: torch intra-op threads (None: leave as is)."""
-        from speechbench.asr.ctc.train import load_checkpoint
+        from speechbench.asr.ctc.checkpoint import load_checkpoint
 
         path = Path(checkpoint)
         reason = check_checkpoint(path)

@@ -130,9 +130,10 @@ def noise(n: int, color: str, rng: np.random.Generator) -> np.ndarray:
     return out / (np.sqrt(np.mean(out**2)) + 1e-12)
 
 
-def add_noise(audio: np.ndarray, snr_db: float, color: str, rng: np.random.Generator,
+def augment_noise(audio: np.ndarray, snr_db: float, color: str, rng: np.random.Generator,
               sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Additive noise at ``snr_db`` against the active speech level (as ``conditions.add_noise``)."""
+    """Training augmentation: additive noise at ``snr_db`` against the active speech level, like
+    ``speech.conditions.add_noise`` but unscaled and not peak-limited (the corpus condition scales the sum)."""
     level = active_rms(audio, sr)
     if level == 0:
         return audio
@@ -152,7 +153,7 @@ def augment_waveform(audio: np.ndarray, cfg: AugmentConfig, rng: np.random.Gener
         audio = speed(audio, factor, sr)
     if rng.random() < cfg.noise_prob:
         color = str(rng.choice(cfg.noise_colors))
-        audio = add_noise(audio, float(rng.uniform(*cfg.snr_db)), color, rng, sr)
+        audio = augment_noise(audio, float(rng.uniform(*cfg.snr_db)), color, rng, sr)
     gain = float(rng.uniform(*cfg.gain_db))
     if gain:
         audio = audio * np.float32(10 ** (gain / 20))

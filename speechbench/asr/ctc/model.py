@@ -309,6 +309,6 @@ class CTCModel(nn.Module):
         return self.head(z).log_softmax(-1), StreamState(cache1, cache2, h, c)
 
 
-def build_model(size: str | ModelConfig) -> CTCModel:
+def build_ctc_model(size: str | ModelConfig) -> CTCModel:
     cfg = size if isinstance(size, ModelConfig) else SIZES[size]
     return CTCModel(cfg)

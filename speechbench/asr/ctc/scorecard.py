@@ -69,7 +69,7 @@ def tune_beam(lps: list[torch.Tensor], refs: list[str], tokenizer: Tokenizer, lm
 def score_checkpoint(checkpoint: str | Path, manifest: str | Path, tune_utts: list[Utterance] | None = None,
                      conditions: tuple[str, ...] = ("clean",), threads: int = 2) -> dict[str, Any]:
     """Greedy and beam + LM scores per accent (corpus-level CER/WER on normalized text)."""
-    from speechbench.asr.ctc.train import load_checkpoint
+    from speechbench.asr.ctc.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
     model, feat_cfg, payload = load_checkpoint(checkpoint)

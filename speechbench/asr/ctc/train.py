@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from speechbench.asr.ctc.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: F401
 from speechbench.asr.ctc.data import (
     AugmentConfig,
     BucketBatchSampler,
@@ -39,16 +40,13 @@ from speechbench.asr.ctc.data import (
 from speechbench.asr.ctc.decode import greedy_decode
 from speechbench.asr.ctc.features import FeatureConfig, LogMel
 from speechbench.asr.ctc.grow import grow, start_problem
-from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig
-from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
+from speechbench.asr.ctc.model import SIZES, CTCModel
+from speechbench.asr.ctc.tokenizer import Tokenizer
 from speechbench.common.fmt import pct as _pct
 from speechbench.common.results import write_text_atomic
 from speechbench.speech.manifest import Utterance
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "speechbench.ctc/1"
-
 
 @dataclass
 class TrainConfig:
@@ -96,50 +94,6 @@ class TrainConfig:
 def companion(out: Path, suffix: str) -> Path:
     """models/ctc-small.pt -> models/ctc-small<suffix> (model card .md, log .train.jsonl)."""
     return out.with_name(out.name.removesuffix(".pt") + suffix)
-
-
-# --- checkpoints -------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, model: CTCModel, feat_cfg: FeatureConfig, meta: dict[str, Any],
-                    lm_texts: list[str] | None = None) -> Path:
-    """fp16 weights (half the bytes; these models lose nothing measurable), fp32 feature statistics."""
-    def stored(k: str, v: torch.Tensor) -> torch.Tensor:
-        halve = v.is_floating_point() and not k.startswith("feat_")
-        return v.detach().half() if halve else v.detach().clone()
-
-    state = {k: stored(k, v) for k, v in model.state_dict().items()}
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "model_config": model.cfg.to_json(),
-        "feature_config": feat_cfg.to_json(),
-        "chars": CHARS,
-        "state_dict": state,
-        "stored_dtype": "float16",
-        "params": model.num_params,
-        "meta": json.loads(json.dumps(meta, default=str)),  # plain types only: loads with weights_only=True
-        "lm_texts": lm_texts or [],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
-                    ) -> tuple[CTCModel, FeatureConfig, dict[str, Any]]:
-    """-> (fp32 model in eval mode, feature config, the whole payload minus weights)."""
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (format {payload.get('format')!r})")
-    if payload.get("chars") != CHARS:
-        raise ValueError(f"{path}: vocabulary differs from this code's ({payload.get('chars')!r})")
-    model = CTCModel(ModelConfig.from_json(payload["model_config"]))
-    state = payload.pop("state_dict")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    feat_cfg = FeatureConfig(**payload["feature_config"])
-    return model.to(device).eval(), feat_cfg, payload
 
 
 # --- evaluation --------------------------------------------------------------------------------------------
@@ -211,12 +165,9 @@ class WarmupCosine:
 
 
 def hardware() -> dict[str, Any]:
-    try:
-        from profiling_utils import _cpu_model
+    from speechbench.common.measure import _cpu_model
 
-        cpu = _cpu_model()
-    except Exception:  # profiling_utils sits at the repository root; not importable from everywhere
-        cpu = platform.processor() or platform.machine()
+    cpu = _cpu_model()
     import os
 
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

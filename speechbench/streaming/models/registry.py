@@ -67,14 +67,14 @@ def load_ctc(checkpoint: str, device: torch.device | str = "cpu", seed: int = 0,
 
     if checkpoint == "random":  # seeded random weights: smoke runs only, transcripts are noise
         from speechbench.asr.ctc.features import FeatureConfig
-        from speechbench.asr.ctc.model import build_model
+        from speechbench.asr.ctc.model import build_ctc_model
         from speechbench.asr.ctc.tokenizer import CHARS
 
         torch.manual_seed(seed)
-        net, feat_cfg, payload = build_model("streaming").eval(), FeatureConfig(), {
+        net, feat_cfg, payload = build_ctc_model("streaming").eval(), FeatureConfig(), {
             "chars": CHARS, "meta": {"name": "random"}}
     else:
-        from speechbench.asr.ctc.train import load_checkpoint
+        from speechbench.asr.ctc.checkpoint import load_checkpoint
 
         net, feat_cfg, payload = load_checkpoint(checkpoint, device)
     net.to(device).eval()
