@@ -123,16 +123,24 @@ class ASREvaluation:
     def _fail(self, stage: str, reason: str, **extra: Any) -> None:
         self.results["failures"].append({"stage": stage, "reason": reason, **extra})
 
-    def _section(self, name: str, fn: Any) -> Any:
+    def _section(self, name: str, fn: Any, catch: bool = True) -> Any:
+        """Run one section, timed, with the machine noise beside it (``noise.<name>``)."""
+        from speechbench.common.noise import NoiseMonitor
+
         t0 = time.perf_counter()
+        monitor = NoiseMonitor()
+        monitor.start()
         try:
             return fn()
         except Exception as e:  # one section failing must not lose the others
+            if not catch:
+                raise
             log.exception("section %s failed", name)
             self._fail("analysis", f"{name}: {type(e).__name__}: {e}", section=name)
             return None
         finally:
             self.results["timings"][name + "_s"] = time.perf_counter() - t0
+            self.results.setdefault("noise", {})[name] = monitor.stop()
 
     # -- data --------------------------------------------------------------------------------------------
     def prepare_data(self) -> list[dataset.EvalItem]:
@@ -386,7 +394,8 @@ class ASREvaluation:
         items = self.prepare_data()
         self.results["timings"]["data_s"] = time.perf_counter() - t0
         self.save()
-        self.measure(items)
+        # measure() records its own per-model failures; anything escaping it is a crash, not an analysis step
+        self._section("transcription", lambda: self.measure(items), catch=False)
         self._section("summary", self.summarize)
         self.save()
         if self.results["summary"].get("models"):

@@ -11,6 +11,7 @@ from speechbench.common.figures import save_figure
 from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
+from speechbench.common.noise import noise_markdown
 from speechbench.common.results import write_text_atomic
 
 TEST_NAMES = {"mapsswe": "MAPSSWE", "wilcoxon": "Wilcoxon", "sign": "sign", "paired_t": "paired t",
@@ -195,6 +196,7 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
         f"{cfg.get('workers')} worker(s) x {cfg.get('threads_per_worker')} thread(s); Python {env.get('python')}, "
         f"torch {env.get('torch')}")
     add(commit_line(res, f"; wall time {_f((res.get('timings') or {}).get('total_s'), 0, ' s')}"))
+    L.extend(noise_markdown(res))
     sub = ds.get("subset") or {}
     add(f"- Data: {ds.get('source')}; {ds.get('utterances_evaluated')} utterances evaluated "
         f"({_f((ds.get('audio_s') or 0) / 60, 1)} min of audio), {len(ds.get('dialects') or {})} dialects, "

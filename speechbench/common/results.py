@@ -105,7 +105,11 @@ class SectionedRun:
     def section(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run one section; store its result (or its failure, with a short traceback) and write the JSON.
         A failed section is a recorded failure; the sections after it still run."""
+        from speechbench.common.noise import NoiseMonitor
+
         t0 = time.perf_counter()
+        monitor = NoiseMonitor()
+        monitor.start()
         try:
             out = fn()
             self.results[name] = out
@@ -117,4 +121,5 @@ class SectionedRun:
             return None
         finally:
             self.results.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 2)
+            self.results.setdefault("noise", {})[name] = monitor.stop()
             self.save()

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from profiling_utils import PeakMemory, capture_environment, host_rss_mb
 from speechbench.asr.ctc.decode import greedy_decode
 from speechbench.asr.ctc.features import FeatureConfig, LogMel, waveforms_to_batch
-from speechbench.asr.ctc.model import CTCModel, build_model
-from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer, normalize_target
+from speechbench.asr.ctc.model import CTCModel, build_ctc_model
+from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
+from speechbench.common.measure import PeakMemory, capture_environment, host_rss_mb
+from speechbench.common.noise import NoiseMonitor
 from speechbench.common.results import SectionedRun
-from speechbench.streaming.engine import EngineConfig, StreamingEngine
+from speechbench.streaming.engine import StreamingEngine, StreamingEngineConfig
 from speechbench.streaming.loadgen import (
     Collector,
     LoadConfig,
@@ -97,14 +98,14 @@ class StreamingBenchConfig:
 
 def random_checkpoint(seed: int) -> tuple[CTCModel, FeatureConfig, dict[str, Any]]:
     torch.manual_seed(seed)
-    return build_model("streaming").eval(), FeatureConfig(), {"chars": CHARS, "meta": {"name": "random"}}
+    return build_ctc_model("streaming").eval(), FeatureConfig(), {"chars": CHARS, "meta": {"name": "random"}}
 
 
-def engine_config_for(c: StreamingBenchConfig, device: torch.device | str = "cpu") -> EngineConfig:
+def engine_config_for(c: StreamingBenchConfig, device: torch.device | str = "cpu") -> StreamingEngineConfig:
     """The engine settings a benchmark config implies (the CLI validates them before any section runs)."""
-    return EngineConfig(model_chunk_ms=c.model_chunk_ms, max_streams=c.max_streams, max_batch=c.max_batch,
+    return StreamingEngineConfig(model_chunk_ms=c.model_chunk_ms, max_streams=c.max_streams, max_batch=c.max_batch,
                         max_wait_ms=c.max_wait_ms, max_queue_ms=c.max_queue_ms, overload_ms=c.overload_ms,
-                        max_duty=c.max_duty, max_chunk_ms=max(EngineConfig.max_chunk_ms, float(c.chunk_ms)),
+                        max_duty=c.max_duty, max_chunk_ms=max(StreamingEngineConfig.max_chunk_ms, float(c.chunk_ms)),
                         endpoint=c.endpoint, endpoint_silence_ms=c.endpoint_silence_ms, device=str(device))
 
 
@@ -118,7 +119,7 @@ class StreamingBenchmark(SectionedRun):
         if cfg.checkpoint == "random":
             self.model, self.feat_cfg, payload = random_checkpoint(cfg.seed)
         else:
-            from speechbench.asr.ctc.train import load_checkpoint
+            from speechbench.asr.ctc.checkpoint import load_checkpoint
 
             self.model, self.feat_cfg, payload = load_checkpoint(cfg.checkpoint, self.device)
         if not self.model.cfg.causal:
@@ -148,7 +149,7 @@ class StreamingBenchmark(SectionedRun):
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
-    def engine_config(self, **over: Any) -> EngineConfig:
+    def engine_config(self, **over: Any) -> StreamingEngineConfig:
         ec = engine_config_for(self.cfg, self.device)
         for k, v in over.items():
             setattr(ec, k, v)
@@ -158,7 +159,9 @@ class StreamingBenchmark(SectionedRun):
         model = self.serving or CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device)
         if model.frame_ms is None:  # no per-frame symbols (not CTC): the VAD endpointer, at the model's chunk
             over = {"endpoint": "vad", "model_chunk_ms": None, **over}
-            over["max_queue_ms"] = max(self.cfg.max_queue_ms, 2 * model.default_chunk_ms + EngineConfig.max_chunk_ms)
+            if model.default_max_wait_ms is not None:
+                over.setdefault("max_wait_ms", model.default_max_wait_ms)
+            over["max_queue_ms"] = max(self.cfg.max_queue_ms, 2 * model.default_chunk_ms + StreamingEngineConfig.max_chunk_ms)
             # queued audio waits for a whole model chunk by design: overload is waiting beyond that
             over["overload_ms"] = self.cfg.overload_ms + model.default_chunk_ms
         eng = StreamingEngine(model, self.engine_config(**over), on_event=on_event)
@@ -222,7 +225,7 @@ class StreamingBenchmark(SectionedRun):
         for u in picked:
             audio = load_audio(u.audio_path or u.audio_filepath).astype(np.float32)
             on, off = speech_bounds(audio)
-            self.pool.append(UttAudio(u.id, normalize_target(u.text), audio, on, off, u.dialect))
+            self.pool.append(UttAudio(u.id, u.text, audio, on, off, u.dialect))
         dur = [len(u.audio) / 16000 for u in self.pool]
         return {"manifest": str(manifest), "manifest_failures": len(res.failures), "pool_utterances": len(self.pool),
                 "pool_audio_s": float(sum(dur)), "pool_accents": sorted({u.dialect for u in self.pool}),
@@ -304,6 +307,8 @@ class StreamingBenchmark(SectionedRun):
         lcfg = LoadConfig(streams=streams, duration_s=duration_s, chunk_ms=self.cfg.chunk_ms,
                           ramp_s=min(self.cfg.ramp_s, duration_s / 4), gap_s=self.cfg.gap_s,
                           seed=self.cfg.seed + streams)
+        monitor = NoiseMonitor(probe=False)  # per level: steal and other processes' CPU (the probe is per section)
+        monitor.start()
         try:
             with PeakMemory(self.device) as pm:
                 raw = run_load(eng, self.pool, lcfg)
@@ -311,6 +316,7 @@ class StreamingBenchmark(SectionedRun):
             stats = eng.stats()
         finally:
             eng.stop()
+            noise = monitor.stop()
         scored = score_tracks(raw["tracks"], self.pool, raw["total_samples"], eng.cfg.endpoint_silence_ms)
         rows = scored["utterances"]
         refs = [self.pool_by_id[r["utt"]].text for r in rows]
@@ -349,7 +355,7 @@ class StreamingBenchmark(SectionedRun):
             "excluded_streams": scored["excluded_streams"],
             "throughput_audio_s_per_s": stats["audio_s"] / raw["wall_s"] if raw["wall_s"] else None,
             "engine_alive": alive, "loadgen_lag_ms": raw["lag"].summary(), "loadgen_behind_chunks": raw["behind_chunks"],
-            "wall_s": raw["wall_s"], "drain_s": raw["drain_s"], "engine": stats,
+            "wall_s": raw["wall_s"], "drain_s": raw["drain_s"], "engine": stats, "noise": noise,
             "examples": [{"ref": self.pool_by_id[r["utt"]].text, "hyp": r["hyp"]} for r in rows[:2]],
         }
         out["sustained"] = bool(

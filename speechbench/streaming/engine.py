@@ -2,7 +2,7 @@
 
 Public API (thread-safe; any number of client threads):
 
-    eng = StreamingEngine(model, EngineConfig(...), on_event=callback)   # starts the scheduler
+    eng = StreamingEngine(model, StreamingEngineConfig(...), on_event=callback)   # starts the scheduler
     eng.add_stream("call-1")                       # AdmissionError(reason) past capacity or when overloaded
     partial = eng.process_chunk("call-1", pcm)     # non-blocking: enqueue float32 16 kHz mono, get latest partial
     eng.reset_stream("call-1")                     # barge-in: drop the utterance in progress, keep the stream
@@ -79,7 +79,7 @@ class BadChunkError(StreamError):
 
 
 @dataclass
-class EngineConfig:
+class StreamingEngineConfig:
     sample_rate: int = 16000
     model_chunk_ms: int | None = None  # audio per stream per model step (None: the model's default)
     max_streams: int = 256  # admission capacity (preallocated state slots)
@@ -171,9 +171,9 @@ class _Stream:
 
 
 class StreamingEngine:
-    def __init__(self, model: StreamingModel, cfg: EngineConfig | None = None,
+    def __init__(self, model: StreamingModel, cfg: StreamingEngineConfig | None = None,
                  on_event: Callable[[Event], None] | None = None, start: bool = True) -> None:
-        self.cfg = cfg or EngineConfig()
+        self.cfg = cfg or StreamingEngineConfig()
         if self.cfg.model_chunk_ms is None:
             self.cfg.model_chunk_ms = model.default_chunk_ms
         self.cfg.validate()
@@ -590,9 +590,9 @@ class StreamingEngine:
             self._reset_slots(fresh, hard=True)
         audio = np.stack([b.audio for b in batch])
         final = np.array([b.last for b in batch], dtype=bool)
-        dec = None
+        dec = vad = None
         if isinstance(self.endpointer, VadEndpointer):  # audio only: decided before the model runs, so a
-            dec = self.endpointer.step(slots, None, audio)  # re-decoding model can give its final text now
+            dec = vad = self.endpointer.step(slots, None, audio)  # re-decoding model gives its final text now
             final |= dec.endpoint
         t1 = time.perf_counter()
         out = self.model.step(slots, audio, final, None if dec is None else dec.speech)
@@ -621,6 +621,11 @@ class StreamingEngine:
                     if s.first_tok is None:
                         s.first_tok = s.consumed
                     s.last_tok = s.consumed
+                    if vad is not None:
+                        # A model that revises its text once a chunk (Whisper: every second) changes it long
+                        # after the words were said; the VAD knows where the speech in this segment last was.
+                        back = int(vad.trailing_ms[r] * self.cfg.sample_rate / 1000)
+                        s.last_tok = max(s.seg_start, s.consumed - back)
                 s.text = text
                 events.append(Event("partial", s.id, s.text, s.segment, s.consumed, now, s.first_tok, s.last_tok,
                                     shed=s.shed))

@@ -38,7 +38,7 @@ SR = 16000
 @dataclass
 class UttAudio:
     id: str
-    text: str  # the reference, normalized as the model's training targets are
+    text: str  # the reference as written (wer_counts normalizes both sides)
     audio: np.ndarray  # float32, 16 kHz
     onset: int  # sample where speech starts (energy-based, on the clean recording)
     offset: int  # sample where speech ends
@@ -330,12 +330,17 @@ def score_tracks(tracks: list[_StreamTrack], pool: list[UttAudio], total_samples
 
 
 def wer_counts(refs: list[str], hyps: list[str]) -> dict[str, Any]:
-    """Corpus WER (total errors / total reference words) with S/D/I, via jiwer."""
+    """Corpus WER (total errors / total reference words) with S/D/I, via jiwer, both sides through Part 2's
+    text normalizer (casing, punctuation, numbers spelled out), so a recognizer that writes "Could you...?"
+    or "1900s" is scored on its words, as in Part 2."""
     import jiwer
+
+    from speechbench.asr_eval.normalize import normalize_text
 
     if not refs:
         return {"wer": None, "words": 0}
-    out = jiwer.process_words(refs, [h if h else "" for h in hyps])
+    refs = [normalize_text(r) for r in refs]
+    out = jiwer.process_words(refs, [normalize_text(h) if h else "" for h in hyps])
     words = out.substitutions + out.deletions + out.hits
     return {"wer": (out.substitutions + out.deletions + out.insertions) / max(1, words), "words": words,
             "substitutions": out.substitutions, "deletions": out.deletions, "insertions": out.insertions,

@@ -11,6 +11,7 @@ from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import met as _met
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
+from speechbench.common.noise import noise_markdown
 from speechbench.common.results import write_text_atomic
 
 
@@ -165,6 +166,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     add(f"- Device: **{s.get('device')}** ({env.get('device_name')}), {env.get('cpu_count')} CPU threads visible, "
         f"torch threads {s.get('threads')}, torch {env.get('torch')}, Python {env.get('python')}")
     add(commit_line(res, f"; total {res.get('total_seconds')} s"))
+    L.extend(noise_markdown(res))
     add(f"- Model: `{m.get('checkpoint')}`, causal conv + {m.get('config', {}).get('layers')}x"
         f"{m.get('config', {}).get('hidden')} unidirectional LSTM CTC, {_f((m.get('params') or 0) / 1e6, 2)} M "
         f"parameters; greedy decoding")

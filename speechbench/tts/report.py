@@ -9,6 +9,7 @@ from typing import Any
 from speechbench.common.figures import save_figure
 from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import num as _f
+from speechbench.common.noise import noise_markdown
 from speechbench.common.results import write_text_atomic
 
 
@@ -108,6 +109,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     add(f"- Device: **{s.get('device')}** ({env.get('device_name')}), {env.get('cpu_count')} CPU threads "
         f"visible, torch {env.get('torch')}, Python {env.get('python')}")
     add(commit_line(res))
+    L.extend(noise_markdown(res))
     m = res.get("model", {})
     add(f"- Model: {m.get('name')}, {_f(m.get('params', 0) / 1e6, 1)} M parameters, weights: {m.get('weights')}")
     lp = m.get("length_policy", {})

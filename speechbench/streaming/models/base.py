@@ -58,6 +58,10 @@ class StreamingModel(ABC):
     # A finalized stream gets one last step with final=True even when no audio is left, so a model that
     # revises its hypothesis (or holds native state) can flush it.
     needs_final_step: bool = True
+    # How long a ready chunk waits for a fuller batch with this model, when the benchmark does not say:
+    # None = the engine's setting. A re-decoding model batches only streams whose chunk is complete at the
+    # same moment, so it waits longer (Whisper: a quarter of its 1 s chunk).
+    default_max_wait_ms: float | None = None
     # Longest segment the model can take (Whisper: one 30 s window); the engine forces a final before it.
     max_segment_s: float | None = None
 

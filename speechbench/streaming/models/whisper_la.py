@@ -44,6 +44,7 @@ WINDOW_S = 30.0
 class WhisperLocalAgreement(StreamingModel):
     batching = "batched"
     default_chunk_ms = 1000  # the re-decode interval (whisper_streaming's --min-chunk-size default)
+    default_max_wait_ms = 250.0
     max_segment_s = WINDOW_S - 2.0  # one window, with room for the last (padded) chunk
 
     def __init__(self, recognizer: WhisperRecognizer, agreement: int = 2, window: str = "fit",
