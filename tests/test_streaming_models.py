@@ -5,6 +5,7 @@ offline transcript of the same sentence."""
 from __future__ import annotations
 
 import importlib.util
+import time
 
 import numpy as np
 import pytest
@@ -115,7 +116,10 @@ def test_whisper_streaming_transcript_matches_offline():
         eng.add_stream("a")
         for k in range(0, len(wave), 640):
             eng.process_chunk("a", np.ascontiguousarray(wave[k: k + 640]))
+            while eng.backlog_samples() > SR:  # back-pressure: a busy machine must not shed audio here
+                time.sleep(0.005)
         final = eng.finalize_stream("a").result(timeout=60)
+        assert eng.stats()["shed_chunks"] == 0
     finally:
         eng.stop()
         rec.close()
@@ -124,3 +128,28 @@ def test_whisper_streaming_transcript_matches_offline():
     partials = [e.text for e in events if e.kind == "partial" and e.text]
     assert len(partials) >= 2  # it streamed: text appeared before the end
     assert final == "" or normalize(final) in normalize(finals)
+
+
+# --- scoring a stream whose endpointer merged two utterances ---------------------------------------------------
+
+
+def test_stream_scoring_is_robust_to_merged_segments():
+    """One final covering two utterances (a short pause not taken as an endpoint) is owned by the second;
+    the stream's transcript is still right, so the stream-level WER is 0 where per-utterance scoring
+    would count every word of the first utterance twice."""
+    from types import SimpleNamespace
+
+    from speechbench.streaming.loadgen import Span, UttAudio, _StreamTrack, score_tracks, wer_counts
+
+    pool = [UttAudio("u0", "the cat sat", np.zeros(SR, np.float32), 0, SR),
+            UttAudio("u1", "on the mat", np.zeros(SR, np.float32), 0, SR)]
+    spans = [Span(0, 0, SR, SR + 4800), Span(1, SR + 4800, 2 * SR + 4800, 3 * SR)]
+    tr = _StreamTrack("s0", SimpleNamespace(spans=spans), start=0.0, admitted=True, sent=3 * SR)
+    tr.finals.append((0, "The cat sat on the mat.", 100, 2 * SR, 3.0, "endpoint"))  # owned by u1
+    scored = score_tracks([tr], pool, 3 * SR)
+    per_utt = {r["utt"]: r["hyp"] for r in scored["utterances"]}
+    assert per_utt == {"u0": "", "u1": "The cat sat on the mat."}
+    assert scored["streams"] == [{"stream": "s0", "utts": ["u0", "u1"], "hyp": "The cat sat on the mat."}]
+    assert wer_counts(["the cat sat on the mat"], [scored["streams"][0]["hyp"]])["wer"] == 0.0
+    # per utterance: u0 three deletions, u1 three insertions: 6 errors on 6 words
+    assert wer_counts(["the cat sat", "on the mat"], list(per_utt.values()))["wer"] == 1.0

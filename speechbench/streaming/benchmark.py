@@ -319,10 +319,15 @@ class StreamingBenchmark(SectionedRun):
             noise = monitor.stop()
         scored = score_tracks(raw["tracks"], self.pool, raw["total_samples"], eng.cfg.endpoint_silence_ms)
         rows = scored["utterances"]
-        refs = [self.pool_by_id[r["utt"]].text for r in rows]
-        w = wer_counts(refs, [r["hyp"] for r in rows])
-        offline = self.offline_for([r["utt"] for r in rows])
-        wo = wer_counts(refs, [offline.get(r["utt"], "") for r in rows])
+        # WER on each stream's transcript (its completed utterances in order); the offline side joins the
+        # same utterances' offline transcripts in the same order (see score_tracks for why).
+        srows = scored["streams"]
+        refs = [" ".join(self.pool_by_id[u].text for u in s["utts"]) for s in srows]
+        w = wer_counts(refs, [s["hyp"] for s in srows])
+        offline = self.offline_for([u for s in srows for u in s["utts"]])
+        wo = wer_counts(refs, [" ".join(offline.get(u, "") for u in s["utts"]) for s in srows])
+        for d in (w, wo):
+            d["streams"], d["utterances"] = d.pop("utterances", len(srows)), sum(len(s["utts"]) for s in srows)
         fp = np.array(scored["first_partial_ms"])
         fm = np.array(scored["finalization_ms"])
         fa = np.array(scored["finalization_after_endpoint_ms"])

@@ -271,8 +271,15 @@ def score_tracks(tracks: list[_StreamTrack], pool: list[UttAudio], total_samples
     character; its first partial to the utterance holding its first character. Only utterances whose
     audio was sent completely, on streams that were admitted, never failed and never had a chunk shed
     (shedding shifts sample positions), are scored.
+
+    ``streams`` holds, per scored stream, its completed utterances in order and the concatenation of the
+    finals they own: the unit WER is computed on. An endpointer that merges two utterances across a short
+    pause (or splits one at a long one) moves words between neighbouring utterances without changing the
+    stream's transcript; per-utterance scoring would count each moved word twice (a deletion here, an
+    insertion there), the stream's transcript does not.
     """
     rows: list[dict[str, Any]] = []
+    streams: list[dict[str, Any]] = []
     first_partial_ms: list[float] = []
     final_ms: list[float] = []
     after_endpoint_ms: list[float] = []
@@ -305,6 +312,10 @@ def score_tracks(tracks: list[_StreamTrack], pool: list[UttAudio], total_samples
             i = owner(first)
             if i is not None and i not in firsts:
                 firsts[i] = t
+        complete = [i for i, sp in enumerate(spans) if sp.end <= tr.sent]
+        if complete:
+            streams.append({"stream": tr.sid, "utts": [pool[spans[i].utt].id for i in complete],
+                            "hyp": " ".join(t for i in complete for t in texts.get(i, []))})
         for i, sp in enumerate(spans):
             if sp.end > tr.sent:
                 continue
@@ -325,7 +336,7 @@ def score_tracks(tracks: list[_StreamTrack], pool: list[UttAudio], total_samples
                         row["finalization_after_endpoint_ms"] = row["finalization_ms"] - endpoint_silence_ms
                         after_endpoint_ms.append(row["finalization_after_endpoint_ms"])
             rows.append(row)
-    return {"utterances": rows, "first_partial_ms": first_partial_ms, "finalization_ms": final_ms,
+    return {"utterances": rows, "streams": streams, "first_partial_ms": first_partial_ms, "finalization_ms": final_ms,
             "finalization_after_endpoint_ms": after_endpoint_ms, "excluded_streams": excluded_streams}
 
 
