@@ -16,6 +16,7 @@ from typing import Any
 
 from speechbench.asr_eval import analysis, dataset, runner
 from speechbench.asr_eval.advice import make_advice
+from speechbench.asr_eval.executors import get_executor
 from speechbench.asr_eval.export import write_trn
 from speechbench.asr_eval.scoring import score
 from speechbench.common.results import write_json_atomic
@@ -59,6 +60,9 @@ class EvalConfig:
     memory_budget_mb: float | None = None
     trn_dir: str | None = None  # default: <output stem>_trn next to the JSON... set by the CLI
     shard_timeout_s: float | None = None
+    executor: str = "process"  # executors.EXECUTORS: local worker processes, or Ray tasks (ray_executor.py)
+    ray_address: str | None = None  # None: a local Ray instance sized to ``workers``; else join this cluster
+    ray_upload: str = "auto"  # ship the audio through Ray's object store: auto = when joining a cluster
     quick: bool = False
     progress: bool = True
 
@@ -111,6 +115,7 @@ class ASREvaluation:
             "schema": SCHEMA, "status": "running", "env": env, "config": cfg.to_json(),
             "dataset": {}, "models": {}, "failures": [], "warnings": [], "utterances": [], "summary": {"quick": cfg.quick},
             "significance": {}, "analysis": {}, "advice": {}, "trn": {}, "timings": {},
+            "executor": {"name": cfg.executor},
         }
         self.items: dict[str, dict[str, Any]] = {}
         self.specs: dict[str, runner.ModelSpec] = {}
@@ -192,6 +197,7 @@ class ASREvaluation:
         m = self.results["models"].setdefault(label, {"status": "running", "shards": []})
         m["shards"].append({k: res.get(k) for k in ("shard_id", "status", "reason", "load_s", "warmup_s", "wall_s",
                                                       "worker_wall_s", "memory")})
+        m["shards"][-1].update({k: res[k] for k in ("attempts", "first_attempt", "node") if k in res})  # Ray only
         if res.get("info"):
             m["info"] = res["info"]
         if res.get("batch_effect") is not None:
@@ -247,15 +253,28 @@ class ASREvaluation:
         log.info("%d utterances x %d model(s) in %d shard(s); rough estimate %.0f s of transcription on 2 CPU cores",
                  len(items), len(specs), len(shards), est)
         self.save()
-        t0 = time.perf_counter()
-        runner.run_shards(shards, cfg.workers, self._on_shard, progress=cfg.progress, timeout_s=cfg.shard_timeout_s)
-        self.results["timings"]["transcribe_s"] = time.perf_counter() - t0
+        self._run_shards(shards)
         for m in self.results["models"].values():
             if m["status"] in ("pending", "running") and m["shards"]:
                 st = [s["status"] for s in m["shards"]]
                 m["status"] = "ok" if st and all(s == "ok" for s in st) else ("partial" if "ok" in st else "failed")
                 if m["status"] != "ok":
                     m["reason"] = "; ".join(s.get("reason") or "" for s in m["shards"] if s["status"] != "ok")
+
+    def _run_shards(self, shards: list[dict[str, Any]]) -> None:
+        """Through the chosen executor; its start-up (Ray's) is timed apart from the transcription."""
+        cfg = self.cfg
+        executor = get_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.ray_upload)
+        try:
+            self.results["timings"]["executor_startup_s"] = executor.start()
+            self.results["executor"] = executor.describe()
+            self.save()
+            t0 = time.perf_counter()
+            executor.run(shards, self._on_shard, progress=cfg.progress, timeout_s=cfg.shard_timeout_s)
+            self.results["timings"]["transcribe_s"] = time.perf_counter() - t0
+        finally:
+            executor.close()
+            self.results["executor"] = executor.describe()
 
     # -- statistics --------------------------------------------------------------------------------------
     def by_model(self) -> dict[str, list[dict[str, Any]]]:

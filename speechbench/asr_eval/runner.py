@@ -14,6 +14,10 @@ A shard is a plain dict (JSON): its id, the model spec, the utterances (id, abso
 device, threads, warm-up and the batch-effect request. ``worker.py`` turns it into records. The local
 executor runs up to ``workers`` shards at once, each in a fresh ``python -m speechbench.asr_eval.worker``
 process, and calls back as each finishes so the caller can save partial results.
+
+Executors share one interface (``start() -> seconds``, ``run(shards, on_done, progress, timeout_s)``,
+``close()``, ``describe() -> dict``) and are picked by name with ``executors.get_executor``: ``process``
+(``ProcessExecutor``, here) or ``ray`` (``ray_executor.py``, Ray imported only when chosen).
 """
 
 from __future__ import annotations
@@ -148,14 +152,25 @@ def _read_progress(proc: subprocess.Popen, bar: Any, lock: threading.Lock) -> No
                     bar.update(n)
 
 
-def _collect(run: ShardRun, rc: int) -> dict[str, Any]:
+def worker_command(shard_path: Path, out_path: Path) -> list[str]:
+    return [sys.executable, "-m", "speechbench.asr_eval.worker", str(shard_path), str(out_path)]
+
+
+def worker_env(threads: int, base_env: dict[str, str]) -> dict[str, str]:
+    """The worker's environment: its thread budget, and this checkout importable."""
+    t = str(threads)
+    return {**base_env, "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t,
+            "PYTHONPATH": str(ROOT) + os.pathsep + base_env.get("PYTHONPATH", "")}
+
+
+def collect_output(shard: dict[str, Any], out_path: Path, log_path: Path, rc: int) -> dict[str, Any]:
     """The worker's output, or what survives of it (records appended so far) if it died."""
     try:
-        return json.loads(run.out_path.read_text())
+        return json.loads(out_path.read_text())
     except (OSError, ValueError):
         pass
     records = []
-    rec_path = Path(str(run.out_path) + ".records.jsonl")
+    rec_path = Path(str(out_path) + ".records.jsonl")
     if rec_path.exists():
         for line in rec_path.read_text().splitlines():
             try:
@@ -164,10 +179,10 @@ def _collect(run: ShardRun, rc: int) -> dict[str, Any]:
                 continue
     tail = ""
     try:
-        tail = run.log_path.read_text()[-1500:]
+        tail = log_path.read_text()[-1500:]
     except OSError:
         pass
-    return {"shard_id": run.shard["shard_id"], "label": run.shard["model"]["label"], "status": "crashed",
+    return {"shard_id": shard["shard_id"], "label": shard["model"]["label"], "status": "crashed",
             "reason": f"worker exited with code {rc}; {len(records)} record(s) kept. stderr tail: {tail}",
             "records": records, "failures": []}
 
@@ -193,13 +208,9 @@ def run_shards(shards: list[dict[str, Any]], workers: int, on_done: Callable[[di
                 shard_path, out_path, log_path = (work / f"shard-{sid}.json", work / f"out-{sid}.json",
                                                   work / f"log-{sid}.txt")
                 shard_path.write_text(json.dumps(shard))
-                threads = str(shard["threads"])
-                proc_env = {**base_env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                            "PYTHONPATH": str(ROOT) + os.pathsep + base_env.get("PYTHONPATH", "")}
                 with open(log_path, "w") as logf:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "speechbench.asr_eval.worker", str(shard_path), str(out_path)],
-                        cwd=ROOT, stdout=subprocess.PIPE, stderr=logf, text=True, env=proc_env)
+                    proc = subprocess.Popen(worker_command(shard_path, out_path), cwd=ROOT, stdout=subprocess.PIPE,
+                                            stderr=logf, text=True, env=worker_env(shard["threads"], base_env))
                 reader = threading.Thread(target=_read_progress, args=(proc, bar, lock), daemon=True)
                 reader.start()
                 with lock:
@@ -216,7 +227,7 @@ def run_shards(shards: list[dict[str, Any]], workers: int, on_done: Callable[[di
                     continue
                 run.reader.join(timeout=5)
                 running.remove(run)
-                result = _collect(run, rc)
+                result = collect_output(run.shard, run.out_path, run.log_path, rc)
                 result["worker_wall_s"] = time.perf_counter() - run.started
                 on_done(result)
     finally:
@@ -224,3 +235,26 @@ def run_shards(shards: list[dict[str, Any]], workers: int, on_done: Callable[[di
             run.proc.kill()
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+class ProcessExecutor:
+    """Shards in local worker processes (``run_shards``), at most ``workers`` at a time."""
+
+    name = "process"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+
+    def start(self) -> float:
+        return 0.0  # nothing to start: each shard's process is part of its own wall time
+
+    def run(self, shards: list[dict[str, Any]], on_done: Callable[[dict[str, Any]], None], progress: bool = True,
+            timeout_s: float | None = None) -> None:
+        run_shards(shards, self.workers, on_done, progress=progress, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "workers": self.workers, "startup_s": 0.0}
+
