@@ -64,7 +64,7 @@ def judge_wer(name: str, base: dict[str, dict[str, Any]], new: dict[str, dict[st
     wb, wn = _wer(base, ids), _wer(new, ids)
     fig = Figure(name, wb, wn, NOT_COMPARABLE, kind="wer")
     if wb is None or wn is None:
-        fig.note = "no reference words"
+        fig.note = "no utterances both runs scored" if not ids else "no reference words"
         return fig
     test = paired_test([base[i]["errors"] for i in ids], [new[i]["errors"] for i in ids])
     p = test["p_value"]
