@@ -10,8 +10,12 @@ run per stream without cross-stream batching; checks twice the sustainable load.
 
 Writes results/streaming_performance.json and renders docs/streaming_report.md from it.
 
+Subcommands: `serve` runs the engine as a network service (WebSocket streaming, HTTP transcription,
+Prometheus metrics; `serve --help`), `transcribe FILE...` prints what its POST /v1/transcribe returns.
+
 Examples:
-  uv run production_streaming_asr.py                     # default sweep: ~6 min on a 2-core CPU
+  uv run production_streaming_asr.py                     # default sweep: ~11 min on a 2-core CPU
+  uv run production_streaming_asr.py serve --port 8765   # the service (Whisper tiny.en, loopback)
   uv run production_streaming_asr.py --quick             # CI smoke size, < 1 min
   uv run production_streaming_asr.py --report-only       # re-render the report from the JSON
   uv run production_streaming_asr.py --streams 50 --duration-s 60 --soak-minutes 10   # + a soak
@@ -175,6 +179,11 @@ def maybe_update_readme(res: dict, output: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("serve", "transcribe"):  # subcommands: the network server, the offline CLI
+        from speechbench.serve.server import serve_main, transcribe_main
+
+        return (serve_main if argv[0] == "serve" else transcribe_main)(argv[1:])
     a = build_parser().parse_args(argv)
     setup_logging(a.verbose, Path("logs/streaming_benchmark.log") if not a.report_only else None)
     if a.report_only:

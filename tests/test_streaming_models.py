@@ -139,12 +139,12 @@ def test_stream_scoring_is_robust_to_merged_segments():
     would count every word of the first utterance twice."""
     from types import SimpleNamespace
 
-    from speechbench.streaming.loadgen import Span, UttAudio, _StreamTrack, score_tracks, wer_counts
+    from speechbench.streaming.loadgen import Span, UttAudio, StreamTrack, score_tracks, wer_counts
 
     pool = [UttAudio("u0", "the cat sat", np.zeros(SR, np.float32), 0, SR),
             UttAudio("u1", "on the mat", np.zeros(SR, np.float32), 0, SR)]
     spans = [Span(0, 0, SR, SR + 4800), Span(1, SR + 4800, 2 * SR + 4800, 3 * SR)]
-    tr = _StreamTrack("s0", SimpleNamespace(spans=spans), start=0.0, admitted=True, sent=3 * SR)
+    tr = StreamTrack("s0", SimpleNamespace(spans=spans), start=0.0, admitted=True, sent=3 * SR)
     tr.finals.append((0, "The cat sat on the mat.", 100, 2 * SR, 3.0, "endpoint"))  # owned by u1
     scored = score_tracks([tr], pool, 3 * SR)
     per_utt = {r["utt"]: r["hyp"] for r in scored["utterances"]}

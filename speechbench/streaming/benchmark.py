@@ -157,14 +157,9 @@ class StreamingBenchmark(SectionedRun):
 
     def new_engine(self, on_event: Any, **over: Any) -> StreamingEngine:
         model = self.serving or CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device)
-        if model.frame_ms is None:  # no per-frame symbols (not CTC): the VAD endpointer, at the model's chunk
-            over = {"endpoint": "vad", "model_chunk_ms": None, **over}
-            if model.default_max_wait_ms is not None:
-                over.setdefault("max_wait_ms", model.default_max_wait_ms)
-            over["max_queue_ms"] = max(self.cfg.max_queue_ms, 2 * model.default_chunk_ms + StreamingEngineConfig.max_chunk_ms)
-            # queued audio waits for a whole model chunk by design: overload is waiting beyond that
-            over["overload_ms"] = self.cfg.overload_ms + model.default_chunk_ms
-        eng = StreamingEngine(model, self.engine_config(**over), on_event=on_event)
+        from speechbench.streaming.models.registry import fit_engine_config
+
+        eng = StreamingEngine(model, fit_engine_config(model, self.engine_config(**over), over), on_event=on_event)
         eng.warmup((1, 8, min(64, eng.cfg.max_streams)))
         return eng
 

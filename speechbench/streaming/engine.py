@@ -342,6 +342,12 @@ class StreamingEngine:
         with self._cond:
             return sum(s.n_pending for s in self._streams.values())
 
+    def pending_samples(self, stream_id: str) -> int:
+        """This stream's audio queued and not yet fed to the model (a server's back-pressure signal: the
+        queue holds ``queue_cap`` samples; a chunk that does not fit is shed)."""
+        with self._cond:
+            return self._stream(stream_id).n_pending
+
     def partial(self, stream_id: str) -> str:
         with self._cond:
             s = self._stream(stream_id)

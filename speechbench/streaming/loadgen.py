@@ -116,7 +116,7 @@ class StreamScript:
 
 
 @dataclass
-class _StreamTrack:
+class StreamTrack:
     sid: str
     script: StreamScript
     start: float = 0.0  # wall time (perf_counter) of sample 0
@@ -136,7 +136,7 @@ class Collector:
     """Event sink for a load run: O(1) per event on the scheduler thread."""
 
     def __init__(self) -> None:
-        self.tracks: dict[str, _StreamTrack] = {}
+        self.tracks: dict[str, StreamTrack] = {}
         self.errors: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
@@ -192,7 +192,7 @@ def run_load(engine: StreamingEngine, pool: list[UttAudio], cfg: LoadConfig,
     for k in range(cfg.streams):
         order = np.roll(rng.permutation(len(pool)), k)
         script = StreamScript(pool, order, np.random.default_rng([cfg.seed, k]), cfg.gap_s, floor)
-        tr = _StreamTrack(f"s{k}", script)
+        tr = StreamTrack(f"s{k}", script)
         collector.tracks[tr.sid] = tr
         tracks.append(tr)
     lag = Histogram()
@@ -259,7 +259,7 @@ def run_load(engine: StreamingEngine, pool: list[UttAudio], cfg: LoadConfig,
             "drain_s": drain_s, "send_errors": send_errors, "unfinished": unfinished, "total_samples": total}
 
 
-def score_tracks(tracks: list[_StreamTrack], pool: list[UttAudio], total_samples: int,
+def score_tracks(tracks: list[StreamTrack], pool: list[UttAudio], total_samples: int,
                  endpoint_silence_ms: float = 0.0) -> dict[str, Any]:
     """Per-utterance streaming results from the collected events and the reference timing.
 

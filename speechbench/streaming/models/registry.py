@@ -17,15 +17,18 @@ goes on with the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from speechbench.asr.base import RecognizerUnavailable
 from speechbench.streaming.models.base import StreamingModel
+
+if TYPE_CHECKING:
+    from speechbench.streaming.engine import StreamingEngineConfig
 
 OfflineFn = Callable[[list[np.ndarray]], list[str]]
 
@@ -132,3 +135,22 @@ def load_streaming_model(spec: str, device: torch.device | str = "cpu", threads:
     if name == "moonshine-tiny":
         return load_moonshine(options)
     raise ValueError(f"unknown streaming model {name!r}; known: {', '.join(KNOWN)}, ctc:<checkpoint.pt>")
+
+
+def fit_engine_config(model: StreamingModel, ec: StreamingEngineConfig, explicit: Iterable[str] = ()
+                      ) -> StreamingEngineConfig:
+    """Engine settings adjusted to a model without per-frame CTC symbols (Whisper, Moonshine): the VAD
+    endpointer, the model's own chunk, its preferred batching wait, and queue/overload bounds that allow
+    for a chunk that long (queued audio waits for a whole model chunk by design; overload is waiting
+    beyond that). CTC models keep ``ec`` as given; so do the fields named in ``explicit`` (set on purpose,
+    e.g. max_batch=1, max_wait_ms=0 for a per-stream baseline)."""
+    from dataclasses import replace
+
+    if model.frame_ms is not None:
+        return ec
+    over: dict[str, Any] = {"endpoint": "vad", "model_chunk_ms": None,
+                            "max_queue_ms": max(ec.max_queue_ms, 2 * model.default_chunk_ms + ec.max_chunk_ms),
+                            "overload_ms": ec.overload_ms + model.default_chunk_ms}
+    if model.default_max_wait_ms is not None:
+        over["max_wait_ms"] = model.default_max_wait_ms
+    return replace(ec, **{k: v for k, v in over.items() if k not in set(explicit)})
