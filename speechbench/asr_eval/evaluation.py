@@ -254,6 +254,10 @@ class ASREvaluation:
                  len(items), len(specs), len(shards), est)
         self.save()
         self._run_shards(shards)
+        # Records in model, then manifest order, not shard completion order: the bootstrap resamples by
+        # position, so with several workers its intervals depended on which shard finished first.
+        m_pos, u_pos = ({k: i for i, k in enumerate(d)} for d in (self.results["models"], self.items))
+        self.results["utterances"].sort(key=lambda r: (m_pos.get(r["model"], -1), u_pos.get(r["id"], -1)))
         for m in self.results["models"].values():
             if m["status"] in ("pending", "running") and m["shards"]:
                 st = [s["status"] for s in m["shards"]]
