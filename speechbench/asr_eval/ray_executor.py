@@ -45,6 +45,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -66,17 +67,23 @@ class RayUnavailable(RuntimeError):
 
 def import_ray(local: bool = True) -> Any:
     """Import Ray lazily; a clear error naming the alternative if it is not installed."""
+    imported = sys.modules.get("ray") is not None
     if local:
-        # Read once, when ray is first imported: must be set before that import.
+        # Both are read when ray is first imported, so they are set before that import.
         os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-        # Ray's default for a new local instance (a token), said explicitly so it does not warn about it.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if not imported:  # Ray's default for a new local instance (a token), said so it does not warn about it
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError as e:
         raise RayUnavailable(f"--executor ray needs the 'ray' package, which cannot be imported here ({e}); "
                              "install it (uv sync) or run with --executor process") from e
+    if local and imported:  # imported earlier by someone else: the flag was already read, so unset it there
+        with contextlib.suppress(Exception):
+            from ray._private import ray_constants
+
+            ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     return ray
 
 
