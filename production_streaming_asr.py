@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "does not grow (default: 0 = no soak; the issue asks for 10)")
     g.add_argument("--latency-bound-ms", type=float, default=d.latency_bound_ms,
                    help="p95 chunk latency a level must stay under to count as sustained (default: %(default)g)")
+    g.add_argument("--transport", choices=["both", "inproc", "ws"], default=d.transport,
+                   help="both: the in-process sections, then the same engine behind `serve` in its own process "
+                   "driven by real WebSocket clients on loopback; inproc: no server; ws: only the WebSocket "
+                   "sweep (default: %(default)s)")
+    g.add_argument("--network-streams", type=int, nargs="+", default=None,
+                   help="WebSocket client counts to sweep (default: 1/4, 1/2, 0.7 and all of the in-process "
+                   "capacity; --quick: 4)")
+    g.add_argument("--network-duration-s", type=float, default=None,
+                   help=f"seconds of audio per WebSocket client per level (default: {d.network_duration_s:g}, "
+                   f"--quick: {q.network_duration_s:g})")
     g = p.add_argument_group("engine")
     g.add_argument("--model-chunk-ms", type=int, default=d.model_chunk_ms,
                    help="audio per stream per model step, a multiple of the model's output frame (20 ms for the "
@@ -143,10 +153,10 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBe
     cfg.manifest = a.manifest
     if a.models is not None:
         cfg.compare_models = [] if a.models == ["none"] else a.models
-    for name in ("compare_streams", "compare_duration_s"):
+    for name in ("compare_streams", "compare_duration_s", "network_streams", "network_duration_s"):
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
-    for name in ("redecode_bound_ms", "chunk_ms", "ramp_s", "soak_minutes", "latency_bound_ms", "model_chunk_ms", "max_batch",
+    for name in ("transport", "redecode_bound_ms", "chunk_ms", "ramp_s", "soak_minutes", "latency_bound_ms", "model_chunk_ms", "max_batch",
                  "max_wait_ms", "max_streams", "max_queue_ms", "overload_ms", "max_duty", "endpoint", "endpoint_silence_ms"):
         setattr(cfg, name, getattr(a, name))
     for name in ("accents", "utterances", "streams", "duration_s", "baseline_streams", "baseline_duration_s",

@@ -68,6 +68,17 @@ def test_quick_json_fields(quick_run):
         assert row["wer_streaming"] < 0.5, (name, row["wer_streaming"])
     if "whisper-tiny.en" in rows:
         assert res["models"]["whisper-tiny.en"]["baseline"]  # the same policy per stream (max batch 1)
+    # the same engine behind `serve`, driven by WebSocket clients; then twice its capacity
+    net = s["network"]
+    for k in ("max_streams_p95_under_100ms", "chunk_latency_ms_p95", "refused_streams_at_2x"):
+        assert k in net, k
+    run = res["network"]["runs"][0]
+    assert run["admitted_streams"] == run["streams"] and run["chunks_measured"] > 0
+    assert run["close_codes"] == {"1000": run["streams"]} and run["unacked_frames"] == 0
+    if net["max_streams_p95_under_100ms"]:
+        ov = res["network"]["overload"]
+        assert ov["server_alive"] and ov["admitted_streams"] == ov["admission_cap"]
+        assert ov["refused_streams"] == ov["streams"] - ov["admission_cap"] == ov["refused_counted_by_server"]
 
 
 def test_report_is_rendered_from_json_and_report_only_rerenders(quick_run):

@@ -85,12 +85,18 @@ class StreamingBenchConfig:
     # Re-decoding models buffer a whole model chunk (Whisper: 1 s) before they can say anything about it: a
     # level counts as sustained when p95 chunk latency stays under that chunk plus this bound.
     redecode_bound_ms: float = 1000.0
+    # Over the network (streaming/network.py): "both" = in-process sections then the WebSocket sweep;
+    # "inproc" = no server; "ws" = only the WebSocket sweep (levels: network_streams or the sweep levels).
+    transport: str = "both"
+    network_streams: list[int] | None = None  # None: 1/4, 1/2, 0.7 and all of the in-process capacity
+    network_duration_s: float = 20.0
+    network_overload_bound_ms: float = 200.0  # admitted clients' p95 at twice the network capacity
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> StreamingBenchConfig:
         base = cls(quick=True, utterances=12, streams=[1, 8], duration_s=6.0, ramp_s=0.5, baseline_streams=[1, 4],
                    baseline_duration_s=4.0, overload_duration_s=4.0, parity_streams=4,
-                   compare_streams=[1, 2], compare_duration_s=5.0)
+                   compare_streams=[1, 2], compare_duration_s=5.0, network_streams=[4], network_duration_s=3.0)
         for k, v in overrides.items():
             setattr(base, k, v)
         return base
@@ -172,15 +178,20 @@ class StreamingBenchmark(SectionedRun):
             self.save()
             return self.results
         self.section("offline", self.measure_offline)
-        self.section("parity", self.measure_parity)
-        self.section("sweep", lambda: self.sweep("engine", self.cfg.streams, self.cfg.duration_s))
-        self.section("baseline", lambda: self.sweep("baseline", self.cfg.baseline_streams,
-                                                    self.cfg.baseline_duration_s, stop_at_failure=True,
-                                                    max_batch=1, max_wait_ms=0.0))
-        self.section("overload", self.measure_overload)
-        if self.cfg.soak_minutes > 0:
+        if self.cfg.transport != "ws":
+            self.section("parity", self.measure_parity)
+            self.section("sweep", lambda: self.sweep("engine", self.cfg.streams, self.cfg.duration_s))
+            self.section("baseline", lambda: self.sweep("baseline", self.cfg.baseline_streams,
+                                                        self.cfg.baseline_duration_s, stop_at_failure=True,
+                                                        max_batch=1, max_wait_ms=0.0))
+            self.section("overload", self.measure_overload)
+        if self.cfg.transport != "inproc":
+            from speechbench.streaming.network import measure_network
+
+            self.section("network", lambda: measure_network(self))
+        if self.cfg.soak_minutes > 0 and self.cfg.transport != "ws":
             self.section("soak", self.measure_soak)
-        for spec in self.cfg.compare_models:
+        for spec in self.cfg.compare_models if self.cfg.transport != "ws" else []:
             self.section(f"model:{spec}", lambda spec=spec: self.measure_model(spec))
         self.results["summary"] = self.build_summary()
         self.results["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -579,6 +590,9 @@ class StreamingBenchmark(SectionedRun):
                                        "latency_bound_ms": c.latency_bound_ms})]
         for spec, rec in (res.get("models") or {}).items():
             s["models"].append(rec.get("summary") or {"model": spec, "failed": True})
+        from speechbench.streaming.network import network_summary
+
+        s["network"] = network_summary({**res, "summary": s})
         s["targets"] = self.targets(s, at, one, ov)
         s["failures"] = len(res["failures"])
         return s
@@ -632,6 +646,20 @@ class StreamingBenchmark(SectionedRun):
                 (bool(ov.get("stayed_up") and ov.get("degraded_with_count")) if ov else None),
                 "engine alive at 2x load; refused streams / shed chunks counted"),
         }
+        net = s.get("network")
+        if net:
+            cap, share = net["max_streams_p95_under_100ms"], net["share_of_in_process"]
+            p95 = net["admitted_p95_ms_at_2x"]
+            out["network_streams_p95_under_100ms"] = t(cap, ">= 50", cap >= 50, "WebSocket clients on loopback, "
+                                                       "client-side p95 chunk latency, nothing shed")
+            out["network_share_of_in_process"] = t(share, ">= 0.7", cmp(share, lambda v: v >= 0.7),
+                                                   "network capacity / in-process capacity, same run (levels "
+                                                   "tested up to the in-process capacity)")
+            out["network_2x_refused_and_bounded"] = t(
+                p95, "< 200 ms, excess refused", (bool(net["server_up_at_2x"] and net["refused_streams_at_2x"]
+                                                       and p95 is not None and p95 < 200) if cap else None),
+                "twice the network capacity against --max-streams = it: server up, excess refused with 503, "
+                "admitted clients' p95")
         return out
 
 

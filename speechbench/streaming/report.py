@@ -115,12 +115,58 @@ def headline_markdown(res: dict[str, Any]) -> str:
         f"| WER streaming vs offline (same model, same audio) | {_pct(s.get('wer_streaming'))} vs "
         f"{_pct(s.get('wer_offline'))} |",
     ]
+    ns = s.get("network") or {}
+    if ns:
+        lines.append(f"| over WebSocket (`serve`, clients on loopback): streams with client-side p95 < 100 ms; p95 "
+                     f"there; refused at 2x | **{ns.get('max_streams_p95_under_100ms')}** "
+                     f"({_pct(ns.get('share_of_in_process'))} of in-process); "
+                     f"{_f(ns.get('chunk_latency_ms_p95'))} ms; {ns.get('refused_streams_at_2x')} |")
     table = models_table(res)
     if table:
         lines += ["", "The same engine serving pretrained recognizers (synthetic speech: espeak-ng accents and "
                   "the Piper voice; the CTC model is trained on such speech only and fails on human speech):",
                   ""] + table
     return "\n".join(lines) + "\n"
+
+
+def network_markdown(res: dict[str, Any]) -> list[str]:
+    """In-process vs over-the-network capacity and latency, side by side (the ``network`` section)."""
+    net = res.get("network") or {}
+    ns = (res.get("summary") or {}).get("network") or {}
+    if not net.get("runs"):
+        return []
+    sweep = {r["streams"]: r for r in res.get("sweep") or []}
+    L = ["## In-process vs over the network", "",
+         "The same engine and model behind `production_streaming_asr.py serve` in its own process (uvicorn, "
+         "WebSocket, 16-bit PCM frames of the client chunk size, JSON partials back), driven by real WebSocket "
+         "clients on loopback from the benchmark's process, paced by the wall clock, the same seeded stream "
+         "scripts as in-process. Network latency is measured by the clients: from when a frame's last sample "
+         "existed to the first message covering it (framing, both event loops, the server's queues and the "
+         "engine included). The clients share the machine's cores with the server (their CPU time is listed).",
+         "",
+         "| streams | in-process p50 / p95 ms | network p50 / p95 / p99 ms | network sustained | shed | "
+         "server / client CPU s | batch | WER network / in-process |",
+         "|---|---|---|---|---|---|---|---|"]
+    for r in net["runs"]:
+        ip = sweep.get(r["streams"]) or {}
+        L.append(f"| {r['streams']} | {_f(ip.get('chunk_latency_ms_p50'))} / {_f(ip.get('chunk_latency_ms_p95'))} | "
+                 f"{_f(r.get('chunk_latency_ms_p50'))} / {_f(r.get('chunk_latency_ms_p95'))} / "
+                 f"{_f(r.get('chunk_latency_ms_p99'))} | {_met(r.get('sustained'))} | {r.get('shed_chunks')} | "
+                 f"{_f(r.get('server_cpu_s'))} / {_f(r.get('client_cpu_s'))} | {_f(r.get('batch_size_mean'))} | "
+                 f"{_pct(r.get('wer'))} / {_pct(ip.get('wer'))} |")
+    L += ["", f"Network capacity: **{ns.get('max_streams_p95_under_100ms')}** streams (levels tested "
+          f"{ns.get('levels_tested')}, up to the in-process capacity of {ns.get('in_process_max_streams')}: "
+          f"{_pct(ns.get('share_of_in_process'))} of it)."]
+    ov = net.get("overload") or {}
+    if ov:
+        L += ["", f"Twice that ({ov.get('streams')} clients) against a server with `--max-streams "
+              f"{ov.get('admission_cap')}`: server up **{_f(ov.get('server_alive'))}** (healthz "
+              f"{ov.get('healthz_status')}), refused {ov.get('refused_streams')} at the handshake "
+              f"({ov.get('refused_by_status')}; the server counted {ov.get('refused_counted_by_server')}), admitted "
+              f"{ov.get('admitted_streams')} with p50 / p95 / max {_f(ov.get('chunk_latency_ms_p50'))} / "
+              f"{_f(ov.get('chunk_latency_ms_p95'))} / {_f(ov.get('chunk_latency_ms_max'))} ms (bound "
+              f"{_f(ov.get('latency_bound_ms'))} ms), shed {ov.get('shed_chunks')}."]
+    return L + [""]
 
 
 def models_table(res: dict[str, Any]) -> list[str]:
@@ -294,6 +340,7 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
                 f"{_f(sl.get('chunk_latency_ms_max'))} ms. The runtime rules (queue age, duty cycle over the last "
                 "second) react too late for a burst of arrivals; a cap set from measured capacity does not.")
             add("")
+    L.extend(network_markdown(res))
     par = res.get("parity") or {}
     off = res.get("offline") or {}
     add("## Streaming vs offline")
