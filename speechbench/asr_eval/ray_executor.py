@@ -141,6 +141,10 @@ def run_shard_task(shard: dict[str, Any], audio: dict[str, Any] | None, timeout_
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _noop() -> None:
+    return None
+
+
 def _error_result(ray: Any, shard: dict[str, Any], e: BaseException) -> dict[str, Any]:
     """A task that raised ("failed") or whose worker / node / object died ("crashed")."""
     raised = isinstance(e, ray.exceptions.RayTaskError)
@@ -170,22 +174,33 @@ class RayExecutor:
         self._info: dict[str, Any] = {}
 
     def start(self) -> float:
-        """Start (or join) Ray; the seconds it took."""
+        """Start (or join) Ray and run one empty task, so the start-up includes a worker process (and, on a
+        cluster, the runtime environment Ray ships); the seconds it took."""
         t0 = time.perf_counter()
         ray = import_ray(local=self.address is None)
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "logging_level": logging.WARNING}
-            if self.address:
-                ray.init(address=self.address, **kw)
-            else:
-                ray.init(address="local", num_cpus=self.workers, **kw)
+            try:
+                if self.address:
+                    ray.init(address=self.address, **kw)
+                else:
+                    ray.init(address="local", num_cpus=self.workers, **kw)
+            except ConnectionError as e:
+                raise ConnectionError(f"{e}. If the cluster uses token authentication (`ray start`'s default), "
+                                      "set RAY_AUTH_MODE=token with its token in ~/.ray/auth_token or "
+                                      "RAY_AUTH_TOKEN; or run with --executor process") from e
             self._owns = True
         self._ray = ray
+        init_s = time.perf_counter() - t0
+        ray.get(ray.remote(num_cpus=1)(_noop).remote())
         self.startup_s = time.perf_counter() - t0
         res = ray.cluster_resources()
         self._info = {"ray_version": ray.__version__, "nodes": len([n for n in ray.nodes() if n.get("Alive")]),
-                      "cluster_cpus": res.get("CPU"), "cluster_gpus": res.get("GPU"), "joined_running": not self._owns}
+                      "cluster_cpus": res.get("CPU"), "cluster_gpus": res.get("GPU"), "init_s": init_s,
+                      "first_task_s": self.startup_s - init_s, "already_initialized": not self._owns}
+        log.info("Ray ready in %.1f s (%s; init %.1f s, first task %.1f s)", self.startup_s,
+                 self.address or f"local, {self.workers} CPUs", init_s, self.startup_s - init_s)
         return self.startup_s
 
     def _put_audio(self, shards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -256,7 +271,8 @@ class RayExecutor:
             bar.close()
 
     def close(self) -> None:
-        """Shut down the local instance this executor started (a joined cluster is left running)."""
+        """Shut down the local instance this executor started, or disconnect from the cluster it joined (which
+        keeps running); a Ray initialized before ``start`` is left as it was."""
         if self._ray is not None and self._owns:
             t0 = time.perf_counter()
             self._ray.shutdown()
