@@ -87,12 +87,16 @@ def import_ray(local: bool = True) -> Any:
     return ray
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """The worker dies with the Ray worker that started it (a cancelled or killed task leaves no orphan)."""
-    with contextlib.suppress(Exception):
+def _die_with_parent() -> Callable[[], Any] | None:
+    """A ``preexec_fn`` after which the worker dies with the Ray worker that started it (a cancelled or
+    killed task leaves no orphan). libc is looked up here, in the parent: the child only makes the call."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: no such guarantee
+        return None
+    return lambda: prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def _stage_audio(shard: dict[str, Any], audio: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -127,7 +131,7 @@ def run_shard_task(shard: dict[str, Any], audio: dict[str, Any] | None, timeout_
             proc = subprocess.Popen(runner.worker_command(shard_path, out_path), cwd=runner.ROOT,
                                     stdout=subprocess.DEVNULL, stderr=logf,
                                     env=runner.worker_env(shard["threads"], dict(os.environ)),
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=_die_with_parent())
             try:
                 rc = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
