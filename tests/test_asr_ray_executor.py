@@ -151,3 +151,16 @@ def test_missing_ray_names_the_process_executor(monkeypatch):
         import_ray()
     with pytest.raises(RayUnavailable, match="--executor process"):
         RayExecutor(2).start()
+
+
+def test_cli_flags():
+    import comprehensive_asr_evaluation as cli
+
+    help_text = " ".join(cli.build_parser().format_help().split())  # unwrapped
+    for text in ("--executor {process,ray}", "--ray-address", "--ray-upload", "a local Ray instance"):
+        assert text in help_text, text
+    a = cli.build_parser().parse_args(["--quick", "--executor", "ray", "--ray-address", "auto"])
+    cfg = cli.config_from_args(a, "cpu")
+    assert (cfg.executor, cfg.ray_address, cfg.ray_upload, cfg.workers) == ("ray", "auto", "auto", 2)
+    with pytest.raises(SystemExit, match="need --executor ray"):
+        cli.config_from_args(cli.build_parser().parse_args(["--ray-address", "auto"]), "cpu")
