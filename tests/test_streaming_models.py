@@ -14,6 +14,7 @@ import torch
 from speechbench.asr.ctc.features import FeatureConfig
 from speechbench.asr.ctc.model import CTCModel, ModelConfig
 from speechbench.streaming import StreamingEngine, StreamingEngineConfig
+from speechbench.streaming.models.base import StepOutput, StreamingModel
 from speechbench.streaming.models.ctc import CTCStreamingModel
 from speechbench.streaming.models.local_agreement import LocalAgreement, common_prefix
 
@@ -139,7 +140,7 @@ def test_stream_scoring_is_robust_to_merged_segments():
     would count every word of the first utterance twice."""
     from types import SimpleNamespace
 
-    from speechbench.streaming.loadgen import Span, UttAudio, StreamTrack, score_tracks, wer_counts
+    from speechbench.streaming.loadgen import Span, StreamTrack, UttAudio, score_tracks, wer_counts
 
     pool = [UttAudio("u0", "the cat sat", np.zeros(SR, np.float32), 0, SR),
             UttAudio("u1", "on the mat", np.zeros(SR, np.float32), 0, SR)]
@@ -153,3 +154,78 @@ def test_stream_scoring_is_robust_to_merged_segments():
     assert wer_counts(["the cat sat on the mat"], [scored["streams"][0]["hyp"]])["wer"] == 0.0
     # per utterance: u0 three deletions, u1 three insertions: 6 errors on 6 words
     assert wer_counts(["the cat sat", "on the mat"], list(per_utt.values()))["wer"] == 1.0
+
+
+# --- re-decoding models: final text, decoding loops, early joins ---------------------------------------------
+
+
+def test_local_agreement_final_is_the_last_hypothesis_whole():
+    la = LocalAgreement(2)
+    la.update("I'm going")
+    la.update("I'm going to")  # commits "I'm going"
+    # the last decode of the whole segment splits the contraction: the final takes it whole (the old
+    # positional splice kept "I'm going" and appended words from index 2: "I'm going going to the ...")
+    assert la.finish("I am going to the shop") == "I am going to the shop"
+    assert la.revised
+    la.reset()
+    la.update("see you")
+    la.update("see you soon")
+    assert la.finish("see you soon then") == "see you soon then" and not la.revised
+
+
+def test_cut_repetition_stops_a_decoding_loop_and_keeps_ordinary_text():
+    from speechbench.streaming.models.whisper_la import cut_repetition
+
+    loop = "Light-inch truck met all oak tree during the night. Light-inch truck met all oak tree during the night. Li"
+    assert cut_repetition(loop) == "Light-inch truck met all oak tree during the night."
+    assert cut_repetition("the the the the cat sat") == "the"
+    for ok in ("no no we went to the shop", "she said that that was fine", "one two three four"):
+        assert cut_repetition(ok) == ok
+
+
+class _RecordingModel(StreamingModel):
+    """A re-decoding stand-in: records each step's rows and lengths; its text is the samples it holds."""
+
+    name = "recording"
+    default_chunk_ms = 400
+    min_join_ms = 200
+    frame_ms = None
+
+    def allocate(self, capacity, chunk_ms):
+        self.chunk_ms = chunk_ms
+        self.held = np.zeros(capacity, dtype=np.int64)
+        self.steps = []
+
+    def reset(self, slots, new_stream):
+        self.held[slots] = 0
+
+    def step(self, slots, audio, final, speech=None, lengths=None):
+        n = np.full(len(slots), audio.shape[1]) if lengths is None else lengths
+        self.steps.append((slots.tolist(), n.tolist()))
+        self.held[slots] += n
+        return StepOutput([str(int(self.held[s])) for s in slots], np.ones(len(slots), bool))
+
+    def text(self, slot):
+        return str(int(self.held[slot]))
+
+
+def test_streams_with_half_a_chunk_join_a_step_of_a_re_decoding_model():
+    model = _RecordingModel()
+    eng = StreamingEngine(model, StreamingEngineConfig(endpoint="none", max_streams=3, max_wait_ms=0.0,
+                                                       max_queue_ms=2000.0), start=False)
+    eng.add_stream("full")
+    eng.add_stream("half")
+    eng.add_stream("little")
+    chunk = model.chunk_samples
+    eng.process_chunk("full", np.zeros(chunk, np.float32))
+    eng.process_chunk("half", np.zeros(chunk // 2 + 160, np.float32))  # more than min_join_ms (200 of 400)
+    eng.process_chunk("little", np.zeros(chunk // 4, np.float32))  # less: waits for a chunk of its own
+    with eng._cond:
+        batch, _ = eng._collect(time.perf_counter())
+    eng._step(batch)
+    slots, lengths = model.steps[0]
+    assert len(slots) == 2 and sorted(lengths) == [chunk // 2 + 160, chunk]
+    assert eng.stats()["early_joins"] == 1
+    # each stream's model holds exactly the audio it sent: the joiner's zero padding was not fed as audio
+    assert sorted(model.held.tolist()) == [0, chunk // 2 + 160, chunk]
+    eng.stop()

@@ -80,7 +80,7 @@ class StreamingBenchConfig:
     # each gets an offline pass, a sweep and, when it batches, a per-stream baseline; levels stop at the first
     # one not sustained.
     compare_models: list[str] = field(default_factory=lambda: ["whisper-tiny.en", "moonshine-tiny"])
-    compare_streams: list[int] = field(default_factory=lambda: [1, 2, 4, 6, 8, 12, 16])
+    compare_streams: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 24, 32])
     compare_duration_s: float = 20.0
     # Re-decoding models buffer a whole model chunk (Whisper: 1 s) before they can say anything about it: a
     # level counts as sustained when p95 chunk latency stays under that chunk plus this bound.
@@ -368,6 +368,10 @@ class StreamingBenchmark(SectionedRun):
             "engine_alive": alive, "loadgen_lag_ms": raw["lag"].summary(), "loadgen_behind_chunks": raw["behind_chunks"],
             "wall_s": raw["wall_s"], "drain_s": raw["drain_s"], "engine": stats, "noise": noise,
             "examples": [{"ref": self.pool_by_id[r["utt"]].text, "hyp": r["hyp"]} for r in rows[:2]],
+            # what the WER is computed on, for the first streams: reference, streaming and offline transcripts
+            "transcripts": [{"stream": st["stream"], "utts": st["utts"], "ref": ref, "hyp": st["hyp"],
+                             "offline": " ".join(offline.get(u, "") for u in st["utts"])}
+                            for st, ref in list(zip(srows, refs, strict=True))[:4]],
         }
         out["sustained"] = bool(
             alive and admitted == streams and out["shed_chunks"] == 0 and dropped == 0
@@ -438,6 +442,8 @@ class StreamingBenchmark(SectionedRun):
                 self.sweep("baseline", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec,
                            max_batch=1, max_wait_ms=0.0)
             rec["offline_utterances"] = len(self.offline_hyp)
+            if hasattr(loaded.model, "revised_finals"):  # finals that replaced words partials had committed
+                rec["finals"] = {"segments": loaded.model.finals, "revised_committed": loaded.model.revised_finals}
             rec["summary"] = self.model_row(rec)
         finally:
             loaded.close()

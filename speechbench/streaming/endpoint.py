@@ -102,11 +102,12 @@ class VadEndpointer:
         self.context[slots] = 0.0
         self.nres[slots] = 0
 
-    def step(self, slots: np.ndarray, ids: torch.Tensor | None, audio: np.ndarray) -> EndpointDecision:
-        n = audio.shape[1]
+    def step(self, slots: np.ndarray, ids: torch.Tensor | None, audio: np.ndarray,
+             lengths: np.ndarray | None = None) -> EndpointDecision:
         for r, s in enumerate(slots):
+            n = audio.shape[1] if lengths is None else int(lengths[r])
             k = self.nres[s]
-            self.residual[s, k: k + n] = audio[r]
+            self.residual[s, k: k + n] = audio[r, :n]
             self.nres[s] = k + n
         while True:
             rows = np.nonzero(self.nres[slots] >= self.WINDOW)[0]

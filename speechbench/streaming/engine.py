@@ -138,6 +138,7 @@ class _Row:
     segment: int
     fresh: bool  # a new stream in the slot (or a barge-in): reset everything before the step
     last: bool  # finalizing and this is its last audio: the segment ends with this chunk
+    n: int  # samples of real audio in ``audio`` (the rest is zero padding)
 
 
 class _Stream:
@@ -558,6 +559,14 @@ class StreamingEngine:
             return None, max(deadline - now, 0.0005)
         ready.sort(key=lambda x: x[0])
         take = ready[: self.cfg.max_batch]
+        if self.model.min_join_ms and len(take) < self.cfg.max_batch:
+            # A re-decoding model: streams with enough new audio ride along (see StreamingModel.min_join_ms).
+            join = self.model.min_join_ms * self.cfg.sample_rate // 1000
+            chosen = {id(x[1]) for x in take}
+            extra = [(now, s) for s in self._streams.values() if id(s) not in chosen and s.status == "open"
+                     and not s.in_flight and s.n_pending >= join][: self.cfg.max_batch - len(take)]
+            take += extra
+            self.metrics.early_joins += len(extra)
         m = self.metrics
         m.steps += 1
         m.live_sum += live
@@ -581,7 +590,7 @@ class StreamingEngine:
             # Taken under the lock: a reset_stream() arriving while this step runs sets the flag again
             # for the next step instead of being cleared unseen.
             fresh, s.needs_reset = s.needs_reset, False
-            out.append(_Row(s, a, covered, s.segment, fresh, s.status == "finalizing" and rest == 0))
+            out.append(_Row(s, a, covered, s.segment, fresh, s.status == "finalizing" and rest == 0, n))
         return out, 0.0
 
     @torch.no_grad()
@@ -595,13 +604,14 @@ class StreamingEngine:
         if fresh:
             self._reset_slots(fresh, hard=True)
         audio = np.stack([b.audio for b in batch])
+        lengths = np.array([b.n for b in batch], dtype=np.int64)
         final = np.array([b.last for b in batch], dtype=bool)
         dec = vad = None
         if isinstance(self.endpointer, VadEndpointer):  # audio only: decided before the model runs, so a
-            dec = vad = self.endpointer.step(slots, None, audio)  # re-decoding model gives its final text now
-            final |= dec.endpoint
+            dec = vad = self.endpointer.step(slots, None, audio, lengths)  # re-decoding model gives its final
+            final |= dec.endpoint  # text now
         t1 = time.perf_counter()
-        out = self.model.step(slots, audio, final, None if dec is None else dec.speech)
+        out = self.model.step(slots, audio, final, None if dec is None else dec.speech, lengths)
         t2 = time.perf_counter()
         if self.endpointer is not None and dec is None:
             dec = self.endpointer.step(slots, out.frame_symbols, audio)

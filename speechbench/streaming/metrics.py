@@ -110,6 +110,7 @@ class EngineMetrics:
     silence_resets: int = 0
     idle_timeouts: int = 0
     events_dropped: int = 0
+    early_joins: int = 0  # rows that joined a step with less than a whole chunk (min_join_ms models)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -166,4 +167,5 @@ class EngineMetrics:
             "silence_resets": self.silence_resets,
             "idle_timeouts": self.idle_timeouts,
             "events_dropped": self.events_dropped,
+            "early_joins": self.early_joins,
         }

@@ -64,6 +64,13 @@ class StreamingModel(ABC):
     default_max_wait_ms: float | None = None
     # Longest segment the model can take (Whisper: one 30 s window); the engine forces a final before it.
     max_segment_s: float | None = None
+    # A re-decoding model's step costs the same whatever share of a chunk is new, so a stream holding at
+    # least this much new audio may join a step formed for other streams (``lengths`` then says how much of
+    # its row is audio). Streams that join early fall into step with the others: larger batches, one
+    # phase. None: only whole chunks (a causal model's state advances by exactly one chunk a step).
+    min_join_ms: int | None = None
+    # Most rows per step with this model, when the benchmark does not say (None: the engine's setting).
+    default_max_batch: int | None = None
 
     chunk_ms: int = 0  # set by allocate()
 
@@ -82,9 +89,11 @@ class StreamingModel(ABC):
 
     @abstractmethod
     def step(self, slots: np.ndarray, audio: np.ndarray, final: np.ndarray,
-             speech: np.ndarray | None = None) -> StepOutput:
+             speech: np.ndarray | None = None, lengths: np.ndarray | None = None) -> StepOutput:
         """One step over a batch of slots (see the module docstring). ``speech`` (bool per row, when a VAD
-        endpointer runs): the segment has contained speech so far; a model may skip rows without it."""
+        endpointer runs): the segment has contained speech so far; a model may skip rows without it.
+        ``lengths``: samples of real audio per row (the rest is zero padding: a stream's last chunk, or a
+        row that joined early under ``min_join_ms``); None = every row whole."""
 
     def text(self, slot: int) -> str:
         """The current text of the slot's segment (for a final with no step left to take)."""

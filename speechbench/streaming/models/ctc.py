@@ -84,7 +84,7 @@ class CTCStreamingModel(StreamingModel):
 
     @torch.no_grad()
     def step(self, slots: np.ndarray, audio: np.ndarray, final: np.ndarray,
-             speech: np.ndarray | None = None) -> StepOutput:
+             speech: np.ndarray | None = None, lengths: np.ndarray | None = None) -> StepOutput:
         t0 = time.perf_counter()
         idx = torch.from_numpy(slots).to(self.device)
         x = torch.cat([self.ovl.index_select(0, idx), torch.from_numpy(audio).to(self.device)], dim=1)

@@ -39,6 +39,7 @@ class LocalAgreement:
     n: int = 2
     committed: list[str] = field(default_factory=list)
     history: list[list[str]] = field(default_factory=list)  # the last n-1 hypotheses' words past the commit
+    revised: bool = False  # the last finish() changed committed words
 
     def update(self, hypothesis: str) -> tuple[str, str]:
         """Feed the latest hypothesis of the whole buffer; returns (committed text, tentative text)."""
@@ -58,11 +59,16 @@ class LocalAgreement:
         return " ".join(self.committed), " ".join(tail)
 
     def finish(self, hypothesis: str) -> str:
-        """The segment ended: commit the last hypothesis whole (past the committed words); the final text."""
-        committed, tentative = self.update(hypothesis)
-        self.committed += tentative.split()
+        """The segment ended: its final text is this last hypothesis of the whole segment, the decode with
+        the most context. The committed words were a promise to partial readers; a final that disagrees
+        with them replaces them (as a final result replaces interim ones in streaming APIs), and
+        ``revised`` says it did. Keeping them instead and appending the hypothesis's words past their count
+        (the positional splice) inserted or dropped words whenever a revision changed the word count."""
+        words = hypothesis.split()
+        self.revised = common_prefix(words, self.committed) < len(self.committed)
+        self.committed = words
         self.history = []
-        return " ".join(self.committed)
+        return " ".join(words)
 
     @property
     def text(self) -> str:
@@ -72,3 +78,4 @@ class LocalAgreement:
     def reset(self) -> None:
         self.committed = []
         self.history = []
+        self.revised = False

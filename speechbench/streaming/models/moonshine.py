@@ -66,7 +66,7 @@ class MoonshineStreaming(StreamingModel):
         return self.texts[slot]
 
     def step(self, slots: np.ndarray, audio: np.ndarray, final: np.ndarray,
-             speech: np.ndarray | None = None) -> StepOutput:
+             speech: np.ndarray | None = None, lengths: np.ndarray | None = None) -> StepOutput:
         t0 = time.perf_counter()
         changed = np.zeros(len(slots), dtype=bool)
         for r, s in enumerate(slots.tolist()):
