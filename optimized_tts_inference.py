@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--repeats", type=int, default=None,
                    help=f"timed repeats per text for optimized latency, after a warm-up (default: {d.repeats})")
     g.add_argument("--headline-repeats", type=int, default=None,
-                   help=f"timed repeats on the ~50-character text the headline latency is quoted on "
-                   f"(default: {d.headline_repeats})")
+                   help=f"optimized runs of the ~50-character text the headline latency is quoted on, in groups "
+                   f"before, between and after the baseline's runs of it (default: {d.headline_repeats})")
+    g.add_argument("--headline-baseline-repeats", type=int, default=None,
+                   help=f"seed-baseline runs of that text: the speedup is the median over these, each paired "
+                   f"with its neighbouring optimized runs, with their spread (default: {d.headline_baseline_repeats})")
     g.add_argument("--baseline-repeats", type=int, default=None,
                    help=f"timed repeats per text for the seed baseline; it is quadratic in length, so each "
                    f"text runs once by default (default: {d.baseline_repeats})")
@@ -113,7 +116,7 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> TTSBenchCon
     cfg.poisson_load = a.poisson_load
     cfg.profile = not a.no_profile
     cfg.trace_dir = a.trace_dir
-    for name in ("max_frames", "slots", "repeats", "headline_repeats", "baseline_repeats", "batch_sizes", "sched_requests", "sched_slots",
+    for name in ("max_frames", "slots", "repeats", "headline_repeats", "headline_baseline_repeats", "baseline_repeats", "batch_sizes", "sched_requests", "sched_slots",
                  "sched_max_frames", "poisson_requests", "fidelity_texts"):
         v = getattr(a, name)
         if v is not None:

@@ -42,16 +42,26 @@ def test_quick_json_fields(quick_run):
     assert s["fidelity_fp32_frame_agreement"] == 1.0
     assert s["fidelity_reduced_precision_rel_l2"] <= 0.05
     assert s["latency_speedup"] > 1 and s["throughput_speedup"] > 1
-    # The headline's optimized runs are taken right before and after the baseline's run of the same text,
-    # all of them, and quoted.
+    # The headline's optimized runs come in groups alternating with the baseline's runs of the same text
+    # (group g before baseline run g, the last after the last run), all of them quoted.
     head = res["baseline"]["headline_optimized"]
-    assert len(head["latency_s"]) == res["config"]["headline_repeats"] and s["latency_interleaved_with_baseline"]
+    rounds = head["baseline_rounds"]
+    assert rounds >= 3 and s["latency_interleaved_with_baseline"]
     base_row = res["baseline"]["per_text"][head["text_id"]]
-    assert base_row["chars"] == s["latency_text_chars"]
-    base_start, base_end = base_row["start_s"][0], base_row["start_s"][0] + base_row["latency_s"][0]
-    starts = head["start_s"]
-    assert starts == sorted(starts) and head["before"] + head["after"] == len(starts)
-    assert all(t < base_start for t in starts[: head["before"]]) and all(t >= base_end for t in starts[head["before"]:])
+    assert base_row["chars"] == s["latency_text_chars"] and len(base_row["latency_s"]) == rounds
+    starts, groups = head["start_s"], head["group"]
+    assert starts == sorted(starts) and sorted(set(groups)) == list(range(rounds + 1))
+    for t, g in zip(starts, groups, strict=True):
+        if g < rounds:
+            assert t < base_row["start_s"][g]
+        if g > 0:
+            assert t >= base_row["start_s"][g - 1] + base_row["latency_s"][g - 1]
+    assert len(s["latency_speedup_pairs"]) == rounds
+    lo, hi = s["latency_speedup_spread"]
+    assert lo <= hi and lo == min(s["latency_speedup_pairs"])
+    # the model's own bytes beside the process peaks
+    assert s["model_weight_bytes_optimized"] < s["model_weight_bytes_baseline"]
+    assert s["kv_cache_bytes_peak"] > 0 and isinstance(s["weights_reach_50pct_reduction"], bool)
     others = [r["start_s"][0] for r in res["baseline"]["per_text"] if r["id"] != head["text_id"]]
     assert not any(starts[0] < t < starts[-1] for t in others)  # no other baseline text between them
     assert s["optimized_latency_ms_p50"] == pytest.approx(1e3 * statistics.median(head["latency_s"]))

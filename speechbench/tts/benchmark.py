@@ -71,9 +71,10 @@ class TTSBenchConfig:
     repeats: int = 2  # timed repeats per text for the optimized latency (after one warm-up)
     # Optimized runs of the ~50-character text the headline latency is quoted on, taken between the
     # baseline's texts (spread evenly) so both sides of the speedup see the same machine.
-    headline_repeats: int = 10
+    headline_repeats: int = 12  # in 4 groups: before, between and after the headline's 3 baseline runs
     fp32_repeats: int = 1  # the fp32 KV-cache pass only feeds the waterfall
     baseline_repeats: int = 1  # the naive loop is quadratic in length: each sample text once by default
+    headline_baseline_repeats: int = 3  # ... except the headline text: the speedup is a median of 3 pairs
     slots: int = 16  # decode slots of the batched engines
     batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     sched_requests: int = 40  # requests in the static-vs-continuous comparison
@@ -95,7 +96,7 @@ class TTSBenchConfig:
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> TTSBenchConfig:
-        base = cls(quick=True, max_frames=20, repeats=1, headline_repeats=3, slots=4, batch_sizes=[1, 2, 4],
+        base = cls(quick=True, max_frames=20, repeats=1, headline_repeats=4, slots=4, batch_sizes=[1, 2, 4],
                    sched_requests=6, poisson_requests=6, sched_slots=4, sched_max_frames=20, fidelity_texts=2, profile=True)
         for k, v in overrides.items():
             setattr(base, k, v)
@@ -292,10 +293,10 @@ class TTSBenchmark(SectionedRun):
         return [by_id[i + 1] for i in range(len(texts))]
 
     def measure_baseline(self) -> dict[str, Any]:
-        """The seed's loop on every sample text. Right before and right after its run of the headline text,
-        the optimized engine decodes that same text (``headline_repeats`` times in all, half on each side):
-        this machine's speed drifts by 20-40% over minutes, so the latency speedup's two sides must be
-        measured seconds apart. (Spread over the whole baseline, the optimized samples came from a slower
+        """The seed's loop on every sample text (the headline text ``headline_baseline_repeats`` times).
+        Around and between its runs of the headline text, the optimized engine decodes that same text
+        (``headline_repeats`` runs in groups): this machine's speed drifts by 20-40% over minutes, so the
+        latency speedup's two sides must be measured seconds apart. (Spread over the whole baseline, the optimized samples came from a slower
         stretch than the one baseline sample: 10.1x against 11.6x from its neighbours alone.)"""
         runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=False, device=self.device)
         # Warm-up (allocator, kernels), not timed: 16 frames do it; a full short text cost seconds of a
@@ -303,23 +304,27 @@ class TTSBenchmark(SectionedRun):
         NaiveTTSInference(self.model, replace(self.policy, max_frames=16), self.tokenizer, causal=False,
                           device=self.device).synthesize(sorted(self.texts, key=len)[0])
         headline = self.latency_text()
-        before = self.cfg.headline_repeats // 2
-        after = self.cfg.headline_repeats - before
+        # The headline text's baseline runs alternate with groups of optimized runs (group g comes before
+        # baseline run g, the last group after the last run), so each baseline run has optimized runs
+        # seconds away on both sides: the speedup is a median over these pairs, with their spread.
+        rounds = max(self.cfg.baseline_repeats, self.cfg.headline_baseline_repeats)
+        per_group = -(-self.cfg.headline_repeats // (rounds + 1))
         try:
             fast = self.engine(self.precision, 1)
             fast.synthesize(headline)  # warm-up
         except Exception as e:  # the baseline must not be lost to an optimized-engine failure
             self.note(f"headline latency not measured beside the baseline ({type(e).__name__}: {e})")
-            fast, before, after = None, 0, 0
-        rows, fast_lat, fast_t = [], [], []
+            fast, per_group = None, 0
+        rows, fast_lat, fast_t, fast_group = [], [], [], []
         t_section = time.perf_counter()
 
-        def optimized_headline(n: int) -> None:
+        def optimized_headline(n: int, group: int) -> None:
             for _ in range(n):
                 fast_t.append(time.perf_counter() - t_section)
                 with Stopwatch(self.device) as sw:
                     fast.synthesize(headline)
                 fast_lat.append(sw.elapsed_s)
+                fast_group.append(group)
                 b.update()
 
         def headline_record() -> dict[str, Any]:
@@ -327,24 +332,26 @@ class TTSBenchmark(SectionedRun):
                 return {}
             return {"headline_optimized": {
                 "text_id": self.texts.index(headline), "precision": self.precision, "latency_s": list(fast_lat),
-                "start_s": list(fast_t), "before": before, "after": after,
-                "how": "optimized engine, batch 1, right before and right after the baseline's run of this text"}}
+                "start_s": list(fast_t), "group": list(fast_group), "baseline_rounds": rounds,
+                "how": "optimized engine, batch 1, in groups alternating with the baseline's runs of this text "
+                       "(group g before baseline run g, the last group after the last run)"}}
 
-        total = len(self.texts) * self.cfg.baseline_repeats + before + after
+        total = len(self.texts) * self.cfg.baseline_repeats + (rounds - self.cfg.baseline_repeats) \
+            + per_group * (rounds + 1)
         with self.bar(total, "baseline (seed naive loop)") as b:
             for i, t in enumerate(self.texts):
                 is_headline = t == headline
-                if is_headline:
-                    optimized_headline(before)
                 lat, starts = [], []
-                for _ in range(self.cfg.baseline_repeats):
+                for j in range(rounds if is_headline else self.cfg.baseline_repeats):
+                    if is_headline:
+                        optimized_headline(per_group, j)
                     starts.append(time.perf_counter() - t_section)
                     with Stopwatch(self.device) as sw:
                         r = runner.synthesize(t)
                     lat.append(sw.elapsed_s)
                     b.update()
                 if is_headline:
-                    optimized_headline(after)
+                    optimized_headline(per_group, rounds)
                 rows.append({"id": i, "chars": len(t), "category": self.category_of.get(t, "all"),
                              "frames": r.frames, "latency_s": lat, "start_s": starts, "audio_s": r.frames / self.fps})
                 self._baseline_mels[t] = r.mel
@@ -666,6 +673,21 @@ class TTSBenchmark(SectionedRun):
 
     # -- summary ---------------------------------------------------------------------------------------------
 
+    def model_bytes(self) -> dict[str, Any]:
+        """The model's own bytes beside the process peaks: weights of the seed model (fp32) and of the
+        optimized engine (its precision), and the engine's preallocated KV cache at the batched pool size.
+        The seed asks for a 50% memory reduction: whether the weights alone reach it is said here."""
+        try:
+            eng = self.engine(self.precision, self.cfg.slots)
+        except Exception as e:  # recorded, not fatal: the timings do not depend on it
+            return {"model_bytes_error": f"{type(e).__name__}: {e}"}
+        base = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        opt = eng.weight_bytes()
+        return {"model_weight_bytes_baseline": base, "model_weight_bytes_optimized": opt,
+                "model_weight_bytes_reduction": 1 - opt / base, "weights_reach_50pct_reduction": opt <= base / 2,
+                "kv_cache_bytes_peak": eng.cache_bytes(), "kv_cache_slots": self.cfg.slots,
+                "kv_cache_max_frames": self.policy.max_frames}
+
     def build_summary(self) -> dict[str, Any]:
         r = self.results
         s: dict[str, Any] = {"device": str(self.device), "device_name": r["env"].get("device_name"),
@@ -686,6 +708,12 @@ class TTSBenchmark(SectionedRun):
             s["optimized_latency_ms_p50"] = 1e3 * float(np.median(o))
             s["optimized_latency_ms_p95"] = 1e3 * float(np.percentile(o, 95))
             s["latency_speedup"] = s["baseline_latency_ms_p50"] / s["optimized_latency_ms_p50"]
+            s["baseline_latency_ms_spread"] = [1e3 * float(min(b)), 1e3 * float(max(b))]
+            s["optimized_latency_ms_spread"] = [1e3 * float(min(o)), 1e3 * float(max(o))]
+            pairs = headline_pairs(b, base.get("headline_optimized") or {})
+            if pairs:
+                s["latency_speedup_pairs"] = pairs
+                s["latency_speedup_spread"] = [min(pairs), max(pairs)]
             allo = [x for row in lat["per_text"] for x in row["latency_s"]]
             s["optimized_latency_ms_mean_all_texts"] = 1e3 * float(np.mean(allo))
             s["optimized_latency_ms_p95_all_texts"] = 1e3 * float(np.percentile(allo, 95))
@@ -723,6 +751,7 @@ class TTSBenchmark(SectionedRun):
             if "optimized_single" in mem:
                 s["optimized_single_peak_memory_mb"] = mem["optimized_single"][key]
             s["peak_memory_kind"] = "CUDA allocator peak" if key.startswith("cuda") else "host RSS peak (fresh process)"
+        s.update(self.model_bytes())
         sweep = r.get("batch_sweep") or []
         if sweep:
             s["bandwidth_gb_s_batch1"] = sweep[0]["bandwidth_weights_gb_s"]
@@ -731,3 +760,19 @@ class TTSBenchmark(SectionedRun):
             s["best_batch_size"] = best["batch_size"]
         s["failures"] = len(r["failures"])
         return s
+
+
+def headline_pairs(baseline_s: list[float], opt: dict[str, Any]) -> list[float]:
+    """Speedup of each baseline run of the headline text over the optimized runs on both sides of it
+    (groups g and g+1 of ``headline_optimized``); [] when the runs were not grouped."""
+    groups = opt.get("group")
+    if not groups or len(groups) != len(opt.get("latency_s", [])):
+        return []
+    lat = np.array(opt["latency_s"])
+    g = np.array(groups)
+    out = []
+    for j, b in enumerate(baseline_s):
+        near = lat[(g == j) | (g == j + 1)]
+        if near.size:
+            out.append(float(b / np.median(near)))
+    return out

@@ -188,6 +188,13 @@ class TTSEngine:
     def decode_weight_bytes(self) -> int:
         return self.decoder.decode_weight_bytes()
 
+    def weight_bytes(self) -> int:
+        """All weights the engine holds: encoder and vocoder (fp32) plus the decoder in its precision."""
+        from speechbench.tts.cached_decoder import _module_weight_bytes
+
+        return (sum(p.numel() * p.element_size() for p in self.model.parameters())
+                + sum(_module_weight_bytes(m) for m in self.decoder.modules()))
+
     # -- the three operations ----------------------------------------------------------------------------
 
     @property

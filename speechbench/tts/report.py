@@ -9,6 +9,7 @@ from typing import Any
 from speechbench.common.figures import save_figure
 from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import num as _f
+from speechbench.common.fmt import pct as _pct
 from speechbench.common.noise import noise_markdown
 from speechbench.common.results import write_text_atomic
 
@@ -128,11 +129,20 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
          f"{s.get('latency_text_frames')} frames"),
         ("seed baseline latency p50", _f(s.get("baseline_latency_ms_p50"), 0, " ms")),
         (f"optimized latency p50 / p95 ({s.get('precision')}, KV cache"
-         + (f"; {len(res.get('baseline', {}).get('headline_optimized', {}).get('latency_s', []))} runs right before "
-            "and after the baseline's run of the same text, so both sides share the machine's state" if s.get("latency_interleaved_with_baseline")
-            else "") + ")",
+         + (f"; {len(res.get('baseline', {}).get('headline_optimized', {}).get('latency_s', []))} runs in groups "
+            "before, between and after the baseline's runs of the same text, so both sides share the machine's "
+            "state" if s.get("latency_interleaved_with_baseline") else "") + ")",
          f"{_f(s.get('optimized_latency_ms_p50'), 0, ' ms')} / {_f(s.get('optimized_latency_ms_p95'), 0, ' ms')}"),
-        ("**latency speedup**", _f(s.get("latency_speedup"), 1, "x")),
+        ("**latency speedup**", _f(s.get("latency_speedup"), 1, "x")
+         + (f" (median baseline / median optimized; each baseline run vs its neighbouring optimized runs: "
+            f"{', '.join(_f(x, 1, 'x') for x in s['latency_speedup_pairs'])})" if s.get("latency_speedup_pairs") else "")),
+        ("model weights: seed fp32 / optimized; KV cache preallocated",
+         f"{_f((s.get('model_weight_bytes_baseline') or 0) / 2**20, 1, ' MiB')} / "
+         f"{_f((s.get('model_weight_bytes_optimized') or 0) / 2**20, 1, ' MiB')} "
+         f"({_pct(s.get('model_weight_bytes_reduction'))} less: the seed's 50% memory target "
+         f"{'reached' if s.get('weights_reach_50pct_reduction') else 'not reached'} by the weights); "
+         f"{_f((s.get('kv_cache_bytes_peak') or 0) / 2**20, 1, ' MiB')} for {s.get('kv_cache_slots')} slots x "
+         f"{s.get('kv_cache_max_frames')} frames"),
         ("seed baseline throughput (sample texts)", _f(s.get("baseline_throughput_per_s"), 3, " texts/s")),
         (f"optimized throughput ({s.get('optimized_throughput_engine')})",
          f"{_f(s.get('optimized_throughput_per_s'), 2, ' texts/s')}, "
