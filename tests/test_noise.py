@@ -14,7 +14,7 @@ def test_probe_and_record_fields():
     assert p["ms"] > 0 and p["gflops"] > 0 and p["spread_ms"][0] <= p["ms"] <= p["spread_ms"][1]
     m = NoiseMonitor()
     m.start()
-    sum(i * i for i in range(200_000))  # our own work: not foreign
+    _spin(0.3)  # our own work, not foreign; long enough for /proc/stat's jiffy counters to move
     rec = m.stop()
     for k in ("wall_s", "probe_before_ms", "probe_after_ms", "probe_change", "steal_share",
               "foreign_cpu_share", "suspect", "reasons"):
