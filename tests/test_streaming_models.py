@@ -231,3 +231,17 @@ def test_streams_with_half_a_chunk_join_a_step_of_a_re_decoding_model():
     # each stream's model holds exactly the audio it sent: the joiner's zero padding was not fed as audio
     assert sorted(model.held.tolist()) == [0, chunk // 2 + 160, chunk]
     eng.stop()
+
+
+def test_length_buckets_keep_each_batch_within_the_ratio():
+    from speechbench.streaming.models.whisper_la import length_buckets
+
+    sr = 16000
+    lengths = [2 * sr, 9 * sr, 2 * sr + 100, 8 * sr, 30 * sr // 10]
+    groups = length_buckets(lengths, 1.3, pad=sr)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # every row once
+    for g in groups:
+        ls = [lengths[i] + sr for i in g]
+        assert max(ls) <= 1.3 * min(ls)
+    assert [0, 2] in groups and [3, 1] in groups
+    assert length_buckets(lengths, float("inf")) == [sorted(range(5), key=lengths.__getitem__)]

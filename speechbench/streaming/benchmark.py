@@ -82,7 +82,7 @@ class StreamingBenchConfig:
     # each gets an offline pass, a sweep and, when it batches, a per-stream baseline; levels stop at the first
     # one not sustained.
     compare_models: list[str] = field(default_factory=lambda: ["whisper-tiny.en", "moonshine-tiny"])
-    compare_streams: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 24, 32])
+    compare_streams: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 20, 24, 32])
     compare_duration_s: float = 20.0
     # Re-decoding models buffer a whole model chunk (Whisper: 1 s) before they can say anything about it: a
     # level counts as sustained when p95 chunk latency stays under that chunk plus this bound.

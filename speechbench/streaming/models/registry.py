@@ -107,7 +107,7 @@ def load_whisper(which: str, options: dict[str, Any], threads: int | None) -> Lo
     from speechbench.streaming.models.whisper_la import WhisperLocalAgreement
 
     opts = {"compute_type": "int8", "beam_size": 1, "cpu_threads": threads or 0, **options}
-    la_opts = {k: opts.pop(k) for k in ("agreement", "window", "pad_s") if k in opts}
+    la_opts = {k: opts.pop(k) for k in ("agreement", "window", "pad_s", "bucket_ratio") if k in opts}
     rec = load_recognizer(which, **opts)
     model = WhisperLocalAgreement(rec, name=which if not options else None, **la_opts)
     model.name = which
