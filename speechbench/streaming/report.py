@@ -154,8 +154,11 @@ def network_markdown(res: dict[str, Any]) -> list[str]:
                  f"{_f(r.get('chunk_latency_ms_p99'))} | {_met(r.get('sustained'))} | {r.get('shed_chunks')} | "
                  f"{_f(r.get('server_cpu_s'))} / {_f(r.get('client_cpu_s'))} | {_f(r.get('batch_size_mean'))} | "
                  f"{_pct(r.get('wer'))} / {_pct(ip.get('wer'))} |")
+    top = max(sweep) if sweep else None
+    bound = (" (the in-process sweep's largest level, so that capacity is a lower bound and the share an upper "
+             "bound)") if top is not None and top == ns.get("in_process_max_streams") else ""
     L += ["", f"Network capacity: **{ns.get('max_streams_p95_under_100ms')}** streams (levels tested "
-          f"{ns.get('levels_tested')}, up to the in-process capacity of {ns.get('in_process_max_streams')}: "
+          f"{ns.get('levels_tested')}, up to the in-process capacity of {ns.get('in_process_max_streams')}{bound}: "
           f"{_pct(ns.get('share_of_in_process'))} of it)."]
     ov = net.get("overload") or {}
     if ov:
