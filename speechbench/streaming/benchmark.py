@@ -58,12 +58,12 @@ class StreamingBenchConfig:
     utterances: int = 120  # utterance pool the streams replay (spread over the accents)
     # The sweep stops after two consecutive levels not sustained (one failure between sustained levels is
     # noise on a shared machine, and is kept in the JSON as such).
-    streams: list[int] = field(default_factory=lambda: [1, 10, 25, 50, 100, 150, 200])
+    streams: list[int] = field(default_factory=lambda: [1, 10, 25, 50, 100, 200, 300, 400])
     chunk_ms: int = 40  # client chunk
     model_chunk_ms: int = 40
-    max_batch: int = 256
+    max_batch: int = 512
     max_wait_ms: float = 40.0
-    max_streams: int = 256
+    max_streams: int = 512
     max_queue_ms: float = 500.0
     overload_ms: float = 250.0
     max_duty: float = 0.9
@@ -665,9 +665,13 @@ class StreamingBenchmark(SectionedRun):
             p95 = net["admitted_p95_ms_at_2x"]
             out["network_streams_p95_under_100ms"] = t(cap, ">= 50", cap >= 50, "WebSocket clients on loopback, "
                                                        "client-side p95 chunk latency, nothing shed")
-            out["network_share_of_in_process"] = t(share, ">= 0.7", cmp(share, lambda v: v >= 0.7),
-                                                   "network capacity / in-process capacity, same run (levels "
-                                                   "tested up to the in-process capacity)")
+            top = max(self.cfg.streams) if self.cfg.streams else None
+            upper = top is not None and net.get("in_process_max_streams") == top
+            out["network_share_of_in_process"] = t(
+                share, ">= 0.7", None if upper else cmp(share, lambda v: v >= 0.7),
+                "network capacity / in-process capacity, same run (levels tested up to the in-process capacity)"
+                + ("; the in-process sweep held its largest level, so this share is only an upper bound" if upper
+                   else ""))
             out["network_2x_refused_and_bounded"] = t(
                 p95, "< 200 ms, excess refused", (bool(net["server_up_at_2x"] and net["refused_streams_at_2x"]
                                                        and p95 is not None and p95 < 200) if cap else None),
