@@ -64,7 +64,7 @@ def decode_wav(body: bytes, target_sr: int = 16000) -> tuple[np.ndarray, float]:
     """Any soundfile-readable body (WAV/FLAC/OGG; any rate, mono or multi-channel) -> 16 kHz mono float32."""
     import soundfile as sf
 
-    from speechbench.speech.audio import resample
+    from speechbench.speech.audio import resample, to_mono
 
     if not body:
         raise BadAudio("empty body: send a WAV file")
@@ -76,7 +76,7 @@ def decode_wav(body: bytes, target_sr: int = 16000) -> tuple[np.ndarray, float]:
         raise BadAudio("the audio holds no samples")
     if not np.isfinite(audio).all():
         raise BadAudio("the audio contains NaN or infinite samples")
-    mono = audio.mean(axis=1)
+    mono = to_mono(audio)
     duration = mono.shape[0] / sr
     return resample(mono, sr, target_sr).astype(np.float32), duration
 

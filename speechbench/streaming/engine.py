@@ -562,8 +562,8 @@ class StreamingEngine:
         if self.model.min_join_ms and len(take) < self.cfg.max_batch:
             # A re-decoding model: streams with enough new audio ride along (see StreamingModel.min_join_ms).
             join = self.model.min_join_ms * self.cfg.sample_rate // 1000
-            chosen = {id(x[1]) for x in take}
-            extra = [(now, s) for s in self._streams.values() if id(s) not in chosen and s.status == "open"
+            chosen = {s for _, s in take}
+            extra = [(now, s) for s in self._streams.values() if s not in chosen and s.status == "open"
                      and not s.in_flight and s.n_pending >= join][: self.cfg.max_batch - len(take)]
             take += extra
             self.metrics.early_joins += len(extra)

@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 _STRIP = re.compile(r"[^\w']+")
 
 
-def _key(word: str) -> str:
+def word_key(word: str) -> str:
+    """A word as hypotheses are compared: lower case, punctuation dropped."""
     return _STRIP.sub("", word.lower())
 
 
 def common_prefix(a: list[str], b: list[str]) -> int:
-    """Number of leading words ``a`` and ``b`` agree on (compared by ``_key``)."""
+    """Number of leading words ``a`` and ``b`` agree on (compared by ``word_key``)."""
     n = 0
     for x, y in zip(a, b, strict=False):
-        if _key(x) != _key(y):
+        if word_key(x) != word_key(y):
             break
         n += 1
     return n

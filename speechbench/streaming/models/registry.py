@@ -155,4 +155,5 @@ def fit_engine_config(model: StreamingModel, ec: StreamingEngineConfig, explicit
         over["max_wait_ms"] = model.default_max_wait_ms
     if model.default_max_batch is not None:
         over["max_batch"] = min(ec.max_batch, model.default_max_batch)
-    return replace(ec, **{k: v for k, v in over.items() if k not in set(explicit)})
+    keep = set(explicit)
+    return replace(ec, **{k: v for k, v in over.items() if k not in keep})

@@ -36,7 +36,7 @@ import numpy as np
 
 from speechbench.asr.whisper import WhisperRecognizer
 from speechbench.streaming.models.base import StepOutput, StreamingModel
-from speechbench.streaming.models.local_agreement import LocalAgreement
+from speechbench.streaming.models.local_agreement import LocalAgreement, word_key
 
 WINDOW_S = 30.0
 
@@ -64,7 +64,7 @@ def cut_repetition(text: str, min_span: int = 3, min_short_repeats: int = 4) -> 
     corpus); faster-whisper's transcribe() guards against it by a compression-ratio check and a re-decode
     at a higher temperature, which a batched step cannot afford per row."""
     words = text.split()
-    keys = [w.lower().strip(".,!?;:\"'") for w in words]
+    keys = [word_key(w) for w in words]
     n = len(words)
     for i in range(n):
         for k in range(1, (n - i) // 2 + 1):
@@ -134,14 +134,16 @@ class WhisperLocalAgreement(StreamingModel):
         n = audio.shape[1]
         for r, s in enumerate(slots.tolist()):
             k = self.nbuf[s]
-            take = min(n if lengths is None else int(lengths[r]), self.cap_samples - k)  # the engine finalizes before this bites (max_segment_s)
+            # the engine finalizes before the buffer's cap bites (max_segment_s)
+            take = min(n if lengths is None else int(lengths[r]), self.cap_samples - k)
             self.buf[s, k: k + take] = audio[r, :take]
             self.nbuf[s] = k + take
         rows = [r for r in range(len(slots)) if speech is None or speech[r]]
         t1 = time.perf_counter()
         bufs = [self.buf[slots[r], : self.nbuf[slots[r]]] for r in rows]
         hyps: list[str] = [""] * len(rows)
-        for group in length_buckets([len(b) for b in bufs], self.bucket_ratio, int(self.pad_s * self.sample_rate)):
+        pad = int(self.pad_s * self.sample_rate)
+        for group in length_buckets([len(b) for b in bufs], self.bucket_ratio, pad):
             for i, hyp in zip(group, self.decode_batch([bufs[i] for i in group]), strict=True):
                 hyps[i] = hyp
         t2 = time.perf_counter()
