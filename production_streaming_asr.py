@@ -36,6 +36,7 @@ import torch
 from speechbench.common.cli import add_common_args, prepare_run, rerender_report, setup_logging
 from speechbench.common.readme import update_headline
 from speechbench.streaming.benchmark import StreamingBenchConfig, StreamingBenchmark, engine_config_for
+from speechbench.streaming.engine_args import add_engine_args
 from speechbench.streaming.report import headline_markdown, render
 
 log = logging.getLogger("production_streaming_asr")
@@ -114,33 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--network-duration-s", type=float, default=None,
                    help=f"seconds of audio per WebSocket client per level (default: {d.network_duration_s:g}, "
                    f"--quick: {q.network_duration_s:g})")
-    g = p.add_argument_group("engine")
-    g.add_argument("--model-chunk-ms", type=int, default=d.model_chunk_ms,
-                   help="audio per stream per model step, a multiple of the model's output frame (20 ms for the "
-                   "x2-subsampled streaming model, 40 ms for x4); "
-                   "client chunks are buffered up to it, and that wait counts in the latency (default: %(default)s)")
-    g.add_argument("--max-batch", type=int, default=d.max_batch,
-                   help="most streams in one batched model step (default: %(default)s)")
-    g.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
-                   help="longest a ready chunk waits for a fuller batch; a step starts sooner when every live "
-                   "stream is ready or max-batch are (default: %(default)g)")
-    g.add_argument("--max-streams", type=int, default=d.max_streams,
-                   help="admission capacity: preallocated state slots; stream number max-streams+1 is refused "
-                   "(default: %(default)s)")
-    g.add_argument("--max-queue-ms", type=float, default=d.max_queue_ms,
-                   help="per-stream bound on queued audio; chunks beyond it are shed and counted (default: "
-                   "%(default)g)")
-    g.add_argument("--overload-ms", type=float, default=d.overload_ms,
-                   help="new streams are refused while the oldest queued audio is older than this (default: "
-                   "%(default)g)")
-    g.add_argument("--max-duty", type=float, default=d.max_duty,
-                   help="new streams are also refused while the scheduler was busy more than this share of "
-                   "the last second (default: %(default)g)")
-    g.add_argument("--endpoint", choices=["blank", "vad"], default=d.endpoint,
-                   help="endpointer: 'blank' = trailing CTC blanks after speech (free); 'vad' = silero-vad, "
-                   "batched across streams (default: %(default)s)")
-    g.add_argument("--endpoint-silence-ms", type=float, default=d.endpoint_silence_ms,
-                   help="silence after speech that ends an utterance (default: %(default)g)")
+    add_engine_args(p.add_argument_group("engine"), d, model_chunk_ms=d.model_chunk_ms)
     return p
 
 

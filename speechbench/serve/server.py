@@ -29,6 +29,7 @@ from speechbench.serve.app import ServerApp
 from speechbench.serve.config import ServerConfig
 from speechbench.serve.offline import OfflineService, decode_wav, load, resolve_model
 from speechbench.streaming.engine import StreamingEngine, StreamingEngineConfig
+from speechbench.streaming.engine_args import add_engine_args
 
 log = logging.getLogger(__name__)
 
@@ -242,27 +243,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-body-mb", type=float, default=d.max_body_mb,
                    help="largest POST body; beyond it 413 (default: %(default)g)")
     g.add_argument("--threads", type=int, default=None, help="torch/CTranslate2 CPU threads")
-    g = p.add_argument_group("engine")
-    g.add_argument("--max-streams", type=int, default=e.max_streams,
-                   help="admission capacity: the handshake of stream max-streams+1 gets HTTP 503 "
-                   "(default: %(default)s)")
-    g.add_argument("--max-batch", type=int, default=e.max_batch, help="most streams per model step "
-                   "(default: %(default)s)")
-    g.add_argument("--max-wait-ms", type=float, default=e.max_wait_ms,
-                   help="longest a ready chunk waits for a fuller batch (default: %(default)g; Whisper: 250)")
-    g.add_argument("--model-chunk-ms", type=int, default=None,
-                   help="audio per stream per model step (default: the model's: 40 ms CTC, 1 s Whisper)")
-    g.add_argument("--max-queue-ms", type=float, default=e.max_queue_ms,
-                   help="per-stream queued audio bound; beyond it chunks are shed and counted (default: %(default)g)")
-    g.add_argument("--overload-ms", type=float, default=e.overload_ms,
-                   help="refuse new streams while the oldest queued audio is older (default: %(default)g)")
-    g.add_argument("--max-duty", type=float, default=e.max_duty,
-                   help="... or while the scheduler was busy more than this share of the last second "
-                   "(default: %(default)g)")
-    g.add_argument("--endpoint", choices=["blank", "vad", "none"], default=e.endpoint,
-                   help="endpointer (blank: CTC blanks, CTC models only; vad: silero-vad) (default: %(default)s)")
-    g.add_argument("--endpoint-silence-ms", type=float, default=e.endpoint_silence_ms,
-                   help="silence after speech that ends an utterance (default: %(default)g)")
+    add_engine_args(p.add_argument_group("engine"), e, endpoints=("blank", "vad", "none"),
+                    admission="the handshake of stream max-streams+1 gets HTTP 503")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
