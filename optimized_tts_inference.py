@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                    f"default, since --max-frames is lowered only to bound the baseline's run time")
     g.add_argument("--poisson-load", type=float, default=d.poisson_load,
                    help="Poisson arrival rate as a fraction of the measured continuous capacity (default: %(default)s)")
+    g.add_argument("--throughput-repeats", type=int, default=None,
+                   help="runs of each batched scheduler on the sample texts, alternating; the throughput headline "
+                   f"is their median, with the spread (default: {d.throughput_repeats})")
+    g.add_argument("--sched-draws", type=int, default=None,
+                   help="seeded request draws (all arriving at once) over which continuous batching is compared "
+                   f"with the better of FIFO and length-bucketed static batching; the headline is their median "
+                   f"(default: {d.sched_draws})")
     g.add_argument("--poisson-requests", type=int, default=None,
                    help=f"how many of those requests (the first ones) arrive as a Poisson process; under "
                    f"load < 1 that pattern measures latency, not throughput (default: {d.poisson_requests})")
@@ -117,13 +124,14 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> TTSBenchCon
     cfg.profile = not a.no_profile
     cfg.trace_dir = a.trace_dir
     for name in ("max_frames", "slots", "repeats", "headline_repeats", "headline_baseline_repeats", "baseline_repeats", "batch_sizes", "sched_requests", "sched_slots",
-                 "sched_max_frames", "poisson_requests", "fidelity_texts"):
+                 "sched_max_frames", "sched_draws", "throughput_repeats", "poisson_requests", "fidelity_texts"):
         v = getattr(a, name)
         if v is not None:
             setattr(cfg, name, v)
-    if min(cfg.max_frames, cfg.sched_max_frames, cfg.slots, cfg.repeats, cfg.baseline_repeats, cfg.poisson_requests) < 1:
-        raise SystemExit("--max-frames, --sched-max-frames, --slots, --repeats, --baseline-repeats and "
-                         "--poisson-requests must be >= 1")
+    if min(cfg.max_frames, cfg.sched_max_frames, cfg.slots, cfg.repeats, cfg.baseline_repeats, cfg.poisson_requests,
+           cfg.sched_draws, cfg.throughput_repeats) < 1:
+        raise SystemExit("--max-frames, --sched-max-frames, --slots, --repeats, --baseline-repeats, "
+                         "--poisson-requests, --sched-draws and --throughput-repeats must be >= 1")
     if any(b < 1 for b in cfg.batch_sizes):
         raise SystemExit("--batch-sizes must all be >= 1")
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():

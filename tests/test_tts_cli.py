@@ -73,6 +73,26 @@ def test_quick_json_fields(quick_run):
     assert sch["poisson"]["static"]["requests"] == sch["poisson"]["continuous"]["requests"] == 4
     b = sch["step_ratio_bound"]  # static / continuous steps: continuous never needs more
     assert b["min"] >= 1.0 and b["this_draw"] == sch["all_at_once"]["static"]["steps"] / sch["all_at_once"]["continuous"]["steps"]
+    # Continuous vs the better of FIFO and length-bucketed static: one row per seeded draw, the headline
+    # their median; the bucketed batcher serves every request and never needs more steps than FIFO.
+    draws = sch["draws"]
+    assert len(draws) == res["config"]["sched_draws"] == s["continuous_vs_best_static_draws"]
+    for d in draws:
+        assert d["continuous_vs_best_static_throughput"] == pytest.approx(
+            d["continuous_texts_per_s"] / max(d["static_texts_per_s"], d["static_bucketed_texts_per_s"]))
+        assert d["step_bound"]["steps"]["bucketed"] <= d["step_bound"]["steps"]["static"]
+    assert s["continuous_vs_best_static_throughput"] == pytest.approx(
+        statistics.median(d["continuous_vs_best_static_throughput"] for d in draws))
+    lo, hi = s["continuous_vs_best_static_throughput_spread"]
+    assert lo <= s["continuous_vs_best_static_throughput"] <= hi
+    assert sch["all_at_once"]["static_bucketed"]["requests"] == sch["requests"]
+    lo, hi = s["throughput_speedup_spread"]
+    assert lo <= s["throughput_speedup"] <= hi and len(s["optimized_throughput_runs"]) == 3
+    shortest_per_class = {}
+    for t in res["texts"]:  # every length class is checked for fidelity, not only the shortest texts
+        if t["category"] not in shortest_per_class or t["chars"] < len(shortest_per_class[t["category"]]):
+            shortest_per_class[t["category"]] = t["text"]
+    assert set(res["fidelity"]["texts"]) >= set(shortest_per_class.values()) and len(shortest_per_class) == 3
     edge = {c["case"]: c for c in res["edge_cases"]}
     assert edge["empty text"]["expected_error"] and not edge["empty text"]["ok"]
     assert edge["one character"]["ok"]

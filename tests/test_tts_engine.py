@@ -15,11 +15,13 @@ from speechbench.tts.fidelity import compare_mels
 from speechbench.tts.length import LengthPolicy
 from speechbench.tts.model import CharTokenizer, TextError, TTSModelConfig, build_tts_model
 from speechbench.tts.scheduler import (
+    BucketedStaticSchedule,
     BusyClock,
     ContinuousSchedule,
     StaticSchedule,
     decode_steps,
     make_arrivals,
+    run_bucketed,
     run_continuous,
     run_interleaved,
     run_sequential,
@@ -131,6 +133,38 @@ def test_decode_step_arithmetic_matches_the_schedulers():
     eng = TTSEngine(model, TTSEngineConfig(num_slots=3), policy)
     assert run_static(eng, reqs, batch_size=3).steps == decode_steps(frames, 3, "static")
     assert run_continuous(eng, reqs).steps == decode_steps(frames, 3, "continuous")
+
+
+def test_bucketed_static_batches_by_length_and_serves_what_sequential_does():
+    """Length bucketing changes which requests share a batch, never a request's output: each mel equals
+    the sequential engine's on the same weights (fp32), and all-at-once it takes the sorted-batch steps."""
+    model = small_model(2)
+    policy = LengthPolicy(max_frames=60)
+    texts = TEXTS * 2 + ["Ok.", "A somewhat longer sentence here."]
+    reqs = [Request(t, i) for i, t in enumerate(texts)]
+    frames = [policy.frames_for(len(t)) for t in texts]
+    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy),
+                                                   reqs).completed}
+    res = run_bucketed(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs, batch_size=3)
+    assert res.steps == decode_steps(frames, 3, "bucketed") < decode_steps(frames, 3, "static")
+    assert sorted(c.request_id for c in res.completed) == list(range(len(reqs)))
+    for c in res.completed:
+        assert c.frames == seq[c.request_id].frames
+        assert (c.mel - seq[c.request_id].mel).abs().max().item() <= 1e-4
+    # By hand: lengths 5, 1, 4, 1 in 2 slots. Bucketed: (5, 4) then (1, 1) -> 6 steps; FIFO: 5 + 4 = 9.
+    assert decode_steps([5, 1, 4, 1], 2, "bucketed") == 6 and decode_steps([5, 1, 4, 1], 2, "static") == 9
+
+
+def test_bucketed_batch_is_anchored_on_the_oldest_arrival():
+    """Online, the oldest waiting request always goes in the next batch (no starvation), with the
+    arrived requests nearest its length; requests that have not arrived are not taken."""
+    eng = TTSEngine(small_model(), TTSEngineConfig(num_slots=2), LengthPolicy(max_frames=100))
+    lens = {0: 50, 1: 5, 2: 48, 3: 6, 4: 49}
+    reqs = [Request("x", i, arrival_s=[0.0, 0.1, 0.2, 0.3, 9.0][i], frames=f) for i, f in lens.items()]
+    sched = BucketedStaticSchedule(eng, reqs, batch_size=2)
+    assert [r.request_id for r in sched.next_batch(now=1.0)] == [0, 2]  # 4 (49) has not arrived yet
+    assert [r.request_id for r in sched.next_batch(now=1.0)] == [1, 3]
+    assert [r.request_id for r in sched.next_batch(now=9.0)] == [4]
 
 
 def test_interleaved_schedulers_serve_the_same_as_alone():

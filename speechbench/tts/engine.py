@@ -210,6 +210,15 @@ class TTSEngine:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
+    def expected_frames(self, request: Request) -> int:
+        """The output length ``prefill`` will give this request (its explicit length, else the length
+        policy's), clamped to the cache: what a server's length predictor would tell its batcher."""
+        return self._target_frames(request, len(self.tokenizer(request.text).ids))
+
+    def _target_frames(self, request: Request, n_tokens: int) -> int:
+        target = self.length_policy.frames_for(n_tokens) if request.frames is None else request.frames
+        return max(1, min(target, self.max_frames))
+
     @torch.inference_mode()
     def prefill(self, requests: list[Request], now_s: float = 0.0) -> None:
         """Tokenize, encode and place ``requests`` into free slots (raises if they do not fit)."""
@@ -236,9 +245,7 @@ class TTSEngine:
         self.pos[idx] = 0
         self.prev_frame[idx] = 0.0  # the seed starts every sequence from an all-zero frame
         for r, t, n in zip(requests, toks, lens, strict=True):
-            target = self.length_policy.frames_for(n) if r.frames is None else r.frames
-            target = max(1, min(target, self.max_frames))
-            self.slots.append(_Slot(r, t, target, n, admitted_s=now_s))
+            self.slots.append(_Slot(r, t, self._target_frames(r, n), n, admitted_s=now_s))
 
     def _step_impl(
         self, n: int, s_used: int, cross_masked: bool, spans: list[tuple[int, int, int, bool]]

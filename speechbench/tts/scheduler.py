@@ -1,4 +1,5 @@
-"""Request schedulers over one ``TTSEngine``: sequential, padded static batching, continuous batching.
+"""Request schedulers over one ``TTSEngine``: sequential, padded static batching (FIFO or length-bucketed),
+continuous batching.
 
 All three replay the same request list against a clock (a request is invisible before its
 ``arrival_s``), so their per-request latency (finish - arrival) and throughput compare directly. Alone,
@@ -8,6 +9,8 @@ a scheduler runs against the wall clock (``run_static``, ``run_continuous``); to
 * sequential: one request at a time (the engine's KV cache, no batching).
 * static: whatever has arrived, up to ``batch_size``, starts together; the batch runs until its longest
   sequence ends, finished ones still occupying (and costing) their slot; then the next batch.
+* static, length-bucketed: the same, but each batch gathers requests of similar known output length
+  (a server with a duration predictor would), so less of it is padding.
 * continuous (iteration-level): a fixed pool of slots; every step decodes all active slots; a finished
   slot is retired and refilled from the queue at once, newcomers prefilled between steps.
 """
@@ -182,22 +185,58 @@ class StaticSchedule(Schedule):
         super().__init__(engine, requests, clock, on_done)
         self.batch_size = batch_size
 
+    def next_batch(self, now: float) -> list[Request]:
+        """FIFO: the requests that have arrived, oldest first, up to ``batch_size``."""
+        batch = []
+        while len(batch) < self.batch_size and _arrived(self.queue, now):
+            batch.append(self.queue.popleft())
+        return batch
+
     def advance(self) -> None:
         eng, res, clock = self.engine, self.result, self.clock
         if not eng.active and not _arrived(self.queue, clock.now()):
             clock.wait_until(self.queue[0].arrival_s)
         with clock.busy(eng.device):
             if not eng.active:  # start the next batch
-                batch = []
-                while len(batch) < self.batch_size and _arrived(self.queue, clock.now()):
-                    batch.append(self.queue.popleft())
-                eng.prefill(batch, now_s=clock.now())
+                now = clock.now()
+                eng.prefill(self.next_batch(now), now_s=now)
             res.occupancy.append(eng.active)
             res.slot_steps += eng.active
             res.steps += 1
             eng._step_static_batch()
             if all(s.done for s in eng.slots):
                 self._retire()
+
+
+class BucketedStaticSchedule(StaticSchedule):
+    """Length-bucketed static batching: the strongest static baseline when output lengths are known.
+
+    A real TTS server knows each request's length before decoding it (a duration predictor; here the
+    length policy), so it can batch requests of similar length and waste little on padding. Each batch is
+    anchored on the oldest arrived request (no request waits forever behind shorter ones; among requests
+    that arrived together, the longest) and filled with the arrived requests nearest it in length: the
+    contiguous window of ``batch_size`` in length order that contains the anchor and spans the fewest
+    frames. With all requests arriving at once this is sorting by length and batching consecutive ones,
+    which minimizes static batching's decode steps (``decode_steps(..., "bucketed")``).
+    """
+
+    def __init__(self, engine: TTSEngine, requests: list[Request], batch_size: int, clock: Clock | None = None,
+                 on_done: Callable | None = None, name: str = "static_bucketed") -> None:
+        super().__init__(engine, requests, batch_size, clock, on_done, name)
+        self.frames = {id(r): engine.expected_frames(r) for r in self.queue}
+
+    def next_batch(self, now: float) -> list[Request]:
+        arrived = [r for r in self.queue if r.arrival_s <= now]
+        anchor = min(arrived, key=lambda r: (r.arrival_s, -self.frames[id(r)]))
+        by_len = sorted(arrived, key=lambda r: self.frames[id(r)])
+        k = min(self.batch_size, len(by_len))
+        i = next(j for j, r in enumerate(by_len) if r is anchor)
+        lo = min(range(max(0, i - k + 1), min(i, len(by_len) - k) + 1),
+                 key=lambda a: self.frames[id(by_len[a + k - 1])] - self.frames[id(by_len[a])])
+        batch = by_len[lo : lo + k]
+        chosen = {id(r) for r in batch}
+        self.queue = deque(r for r in self.queue if id(r) not in chosen)
+        return sorted(batch, key=lambda r: r.arrival_s)
 
 
 class ContinuousSchedule(Schedule):
@@ -225,6 +264,12 @@ def run_static(engine: TTSEngine, requests: list[Request], batch_size: int, on_d
                name: str = "static") -> ScheduleResult:
     """Static batching alone on the machine, against the wall clock."""
     return StaticSchedule(engine, requests, batch_size, on_done=on_done, name=name).run()
+
+
+def run_bucketed(engine: TTSEngine, requests: list[Request], batch_size: int,
+                 on_done: Callable | None = None) -> ScheduleResult:
+    """Length-bucketed static batching alone on the machine, against the wall clock."""
+    return BucketedStaticSchedule(engine, requests, batch_size, on_done=on_done).run()
 
 
 def run_sequential(engine: TTSEngine, requests: list[Request], on_done: Callable | None = None) -> ScheduleResult:
@@ -260,12 +305,15 @@ def decode_steps(frames: list[int], slots: int, scheduler: str) -> int:
     Pure arithmetic (no model): static batching runs each batch of ``slots`` consecutive requests to its
     longest member; continuous batching refills a slot as soon as its sequence ends. On hardware where a
     step costs about the same at any occupancy (a small-batch CPU decode is weight-bandwidth bound), the
-    ratio static / continuous is the most continuous batching can gain on that workload.
+    ratio static / continuous is the most continuous batching can gain on that workload. ``bucketed``:
+    static batching of the requests sorted by length (what ``BucketedStaticSchedule`` does with them).
     """
     if slots < 1:
         raise ValueError("slots must be >= 1")
     if scheduler == "static":
         return sum(max(frames[i : i + slots]) for i in range(0, len(frames), slots))
+    if scheduler == "bucketed":  # longest first, consecutive in length order (BucketedStaticSchedule)
+        return decode_steps(sorted(frames, reverse=True), slots, "static")
     if scheduler == "continuous":
         queue, active, steps = deque(frames), [], 0
         while queue or active:
@@ -275,7 +323,8 @@ def decode_steps(frames: list[int], slots: int, scheduler: str) -> int:
             steps += m
             active = [a - m for a in active if a > m]
         return steps
-    raise ValueError(f"scheduler must be 'static' or 'continuous', got {scheduler!r}")
+    raise ValueError(f"scheduler must be 'static', 'bucketed' or 'continuous', got {scheduler!r}")
 
 
-SCHEDULERS = {"sequential": run_sequential, "static": run_static, "continuous": run_continuous}
+SCHEDULERS = {"sequential": run_sequential, "static": run_static, "static_bucketed": run_bucketed,
+              "continuous": run_continuous}
