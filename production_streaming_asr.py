@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-ms", type=int, default=d.chunk_ms,
                    help="client chunk size in ms, how much audio a client sends at a time (20-40 typical; "
                    "default: %(default)s)")
+    g.add_argument("--alt-chunk-ms", type=int, nargs="*", default=None,
+                   help="after the capacity search, run the confirmed capacity again with these client chunk sizes "
+                   f"(the model chunk unchanged; none to skip; default: {' '.join(map(str, d.alt_chunk_ms))})")
     g.add_argument("--ramp-s", type=float, default=d.ramp_s,
                    help="stream starts are staggered over this many seconds (default: %(default)s)")
     g.add_argument("--baseline-streams", type=int, nargs="+", default=None,
@@ -98,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                    f"the first level it cannot sustain (default: {' '.join(map(str, d.baseline_streams))})")
     g.add_argument("--baseline-duration-s", type=float, default=None,
                    help=f"seconds per baseline level (default: {d.baseline_duration_s:g})")
+    g.add_argument("--capacity-repeats", type=int, default=None,
+                   help="after each coarse sweep, a level counts as sustained only when it holds in 2 of at most "
+                   f"this many runs (1: trust single runs; default: {d.capacity_repeats})")
+    g.add_argument("--capacity-bisect-steps", type=int, default=None,
+                   help="bisection steps between the highest level that holds and the first that does not "
+                   f"(default: {d.capacity_bisect_steps}, the pretrained recognizers {d.compare_bisect_steps}; "
+                   f"--quick: {q.capacity_bisect_steps})")
     g.add_argument("--overload-duration-s", type=float, default=None,
                    help=f"seconds of the 2x-sustainable-load run (default: {d.overload_duration_s:g})")
     g.add_argument("--soak-minutes", type=float, default=0.0,
@@ -135,7 +145,7 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBe
                  "max_wait_ms", "max_streams", "max_queue_ms", "overload_ms", "max_duty", "endpoint", "endpoint_silence_ms"):
         setattr(cfg, name, getattr(a, name))
     for name in ("accents", "utterances", "streams", "duration_s", "baseline_streams", "baseline_duration_s",
-                 "overload_duration_s"):
+                 "overload_duration_s", "capacity_repeats", "capacity_bisect_steps", "alt_chunk_ms"):
         v = getattr(a, name)
         if v is not None:
             setattr(cfg, name, v)

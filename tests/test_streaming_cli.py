@@ -43,6 +43,14 @@ def test_quick_json_fields(quick_run):
         assert r["chunk_latency_ms_p50"] <= r["chunk_latency_ms_p95"] <= r["chunk_latency_ms_p99"]
         assert r["rtf"] > 0 and 0 < r["batch_utilization"] <= 1.0 and r["peak_memory_mb"] > 0
     assert isinstance(s["max_streams_p95_under_100ms"], int)  # the level itself depends on how busy the CPU is
+    # The headline capacity is the capacity search's confirmed level: it held in 2 runs, each one listed.
+    search = s["capacity_search"]["sweep"]
+    assert search["confirmed_streams"] == s["max_streams_p95_under_100ms"]
+    held = [a for a in s["capacity_repeats"]["sweep"] if a["streams"] == search["confirmed_streams"]]
+    assert search["confirmed_streams"] == 0 or sum(a["sustained"] for a in held) >= 2
+    assert {a["phase"] for a in s["capacity_repeats"]["sweep"]} <= {"sweep", "confirm", "bisect"}
+    if s["max_streams_p95_under_100ms"]:
+        assert [r["chunk_ms"] for r in s["chunk_sizes"]] == res["config"]["alt_chunk_ms"]
     assert res["parity"]["identical_rate"] == 1.0  # engine == offline pass, exactly
     ov = res["overload"]
     assert ov["stayed_up"]

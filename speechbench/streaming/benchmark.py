@@ -27,6 +27,7 @@ from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
 from speechbench.common.measure import PeakMemory, capture_environment, host_rss_mb
 from speechbench.common.noise import NoiseMonitor
 from speechbench.common.results import SectionedRun
+from speechbench.streaming.capacity import CapacitySearch, SearchConfig
 from speechbench.streaming.engine import StreamingEngine, StreamingEngineConfig
 from speechbench.streaming.loadgen import (
     Collector,
@@ -60,6 +61,7 @@ class StreamingBenchConfig:
     # noise on a shared machine, and is kept in the JSON as such).
     streams: list[int] = field(default_factory=lambda: [1, 10, 25, 50, 100, 200, 300, 400])
     chunk_ms: int = 40  # client chunk
+    alt_chunk_ms: list[int] = field(default_factory=lambda: [20])  # also run the confirmed capacity with these
     model_chunk_ms: int = 40
     max_batch: int = 512
     max_wait_ms: float = 40.0
@@ -74,7 +76,14 @@ class StreamingBenchConfig:
     endpoint_silence_ms: float = 300.0
     latency_bound_ms: float = 100.0
     baseline_streams: list[int] = field(default_factory=lambda: [1, 4, 8, 12, 16, 24, 32])
-    baseline_duration_s: float = 15.0
+    baseline_duration_s: float = 20.0  # the same audio per level as the engine's sweep
+    # Capacity search after each coarse sweep (streaming/capacity.py): a level holds when it is sustained
+    # in 2 of at most `capacity_repeats` runs; then bisect between the highest level that holds and the
+    # first that does not, to `capacity_resolution` of the former, at most `capacity_bisect_steps` times.
+    capacity_repeats: int = 3
+    capacity_resolution: float = 0.125
+    capacity_bisect_steps: int = 2
+    compare_bisect_steps: int = 1  # the same for the pretrained recognizers (a Whisper level takes ~25 s)
     overload_duration_s: float = 20.0
     soak_minutes: float = 0.0
     parity_streams: int = 16  # concurrent streams in the unpaced parity run
@@ -98,7 +107,8 @@ class StreamingBenchConfig:
     def quick_preset(cls, **overrides: Any) -> StreamingBenchConfig:
         base = cls(quick=True, utterances=12, streams=[1, 8], duration_s=6.0, ramp_s=0.5, baseline_streams=[1, 4],
                    baseline_duration_s=4.0, overload_duration_s=4.0, parity_streams=4,
-                   compare_streams=[1, 2], compare_duration_s=5.0, network_streams=[4], network_duration_s=3.0)
+                   compare_streams=[1, 2], compare_duration_s=5.0, network_streams=[4], network_duration_s=3.0,
+                   capacity_bisect_steps=1, compare_bisect_steps=0)
         for k, v in overrides.items():
             setattr(base, k, v)
         return base
@@ -187,6 +197,9 @@ class StreamingBenchmark(SectionedRun):
             self.section("baseline", lambda: self.sweep("baseline", self.cfg.baseline_streams,
                                                         self.cfg.baseline_duration_s, stop_at_failure=True,
                                                         max_batch=1, max_wait_ms=0.0))
+            self.section("capacity", self.measure_capacity)
+            if self.cfg.alt_chunk_ms:
+                self.section("chunk_sizes", self.measure_chunk_sizes)
             self.section("overload", self.measure_overload)
         if self.cfg.transport != "inproc":
             from speechbench.streaming.network import measure_network
@@ -310,10 +323,12 @@ class StreamingBenchmark(SectionedRun):
                 "method": f"{self.cfg.parity_streams} concurrent streams, a new one joining as each finishes; "
                           "endpointing off; unpaced (each round waits for the engine); final chunk zero-padded"}
 
-    def run_level(self, streams: int, duration_s: float, label: str, **over: Any) -> dict[str, Any]:
+    def run_level(self, streams: int, duration_s: float, label: str, chunk_ms: int | None = None,
+                  **over: Any) -> dict[str, Any]:
         collector = Collector()
         eng = self.new_engine(collector, **over)
-        lcfg = LoadConfig(streams=streams, duration_s=duration_s, chunk_ms=self.cfg.chunk_ms,
+        chunk_ms = chunk_ms or self.cfg.chunk_ms
+        lcfg = LoadConfig(streams=streams, duration_s=duration_s, chunk_ms=chunk_ms,
                           ramp_s=min(self.cfg.ramp_s, duration_s / 4), gap_s=self.cfg.gap_s,
                           seed=self.cfg.seed + streams)
         monitor = NoiseMonitor(probe=False)  # per level: steal and other processes' CPU (the probe is per section)
@@ -350,7 +365,7 @@ class StreamingBenchmark(SectionedRun):
         out = {
             "label": label, "streams": streams, "admitted_streams": admitted,
             "refused_streams": stats["refused_streams"], "refusals": stats["refusals"],
-            "chunk_ms": self.cfg.chunk_ms, "model_chunk_ms": eng.cfg.model_chunk_ms,
+            "chunk_ms": chunk_ms, "model_chunk_ms": eng.cfg.model_chunk_ms,
             "max_batch": eng.cfg.max_batch, "max_wait_ms": eng.cfg.max_wait_ms, "duration_s": duration_s,
             "chunk_latency_ms_p50": lat.get("p50"), "chunk_latency_ms_p95": lat.get("p95"),
             "chunk_latency_ms_p99": lat.get("p99"), "chunk_latency_ms_max": lat.get("max"),
@@ -360,6 +375,8 @@ class StreamingBenchmark(SectionedRun):
             "finalization_after_endpoint_ms_p50": pct(fa, 50), "finalization_after_endpoint_ms_p95": pct(fa, 95),
             "endpoint_silence_ms": eng.cfg.endpoint_silence_ms,
             "rtf": stats["compute_rtf"], "batch_utilization": stats["batch_utilization"],
+            # share of the level's wall time the scheduler spent stepping (the rest it waited for audio)
+            "scheduler_busy_share": stats["busy_s"] / raw["wall_s"] if raw["wall_s"] else None,
             "batch_fill_of_ready": stats["batch_fill_of_ready"], "batch_size_mean": stats["batch_size_mean"],
             "shed_chunks": stats["shed_chunks"], "dropped_chunks": dropped, "failed_streams": stats["failed_streams"],
             "unfinished_streams": raw["unfinished"],
@@ -416,6 +433,69 @@ class StreamingBenchmark(SectionedRun):
                 break
         return runs
 
+    PER_STREAM = {"max_batch": 1, "max_wait_ms": 0.0}  # the baseline: the same engine, one stream per step
+
+    def measure_capacity(self) -> dict[str, Any]:
+        """The confirmed capacity of the engine and of the per-stream baseline (see streaming/capacity.py)."""
+        c = self.cfg
+        self.search_capacity("engine", "sweep", c.duration_s, c.capacity_bisect_steps)
+        self.search_capacity("baseline", "baseline", c.baseline_duration_s, c.capacity_bisect_steps,
+                             **self.PER_STREAM)
+        return self.results["capacity"]
+
+    def measure_chunk_sizes(self) -> list[dict[str, Any]]:
+        """The confirmed capacity again with smaller client chunks (the model chunk unchanged), so the
+        buffering delay until a model chunk is complete counts, and twice the messages per second."""
+        cap = self.capacity_of("sweep")
+        out: list[dict[str, Any]] = []
+        for ms in self.cfg.alt_chunk_ms:
+            if cap:
+                out.append(self.run_level(cap, self.cfg.duration_s, f"chunk {ms} ms", chunk_ms=ms))
+                self.results["chunk_sizes"] = out
+                self.save()
+        return out
+
+    def search_capacity(self, label: str, sweep_key: str, duration_s: float, bisect_steps: int,
+                        store: dict[str, Any] | None = None, **over: Any) -> dict[str, Any]:
+        """Confirm and refine the capacity ``store[sweep_key]`` (a coarse sweep) suggests; every extra run is
+        kept in full under ``store["capacity"][sweep_key]["runs"]``, saved as it lands."""
+        store = self.results if store is None else store
+        caps = store.setdefault("capacity", {})
+        runs: list[dict[str, Any]] = []
+        c = self.cfg
+
+        def run(n: int) -> dict[str, Any]:
+            r = self.run_level(n, duration_s, label, **over)
+            runs.append(r)
+            log.info("%s capacity %4d streams: p95 %s ms, sustained %s", label, n, _r(r["chunk_latency_ms_p95"]),
+                     r["sustained"])
+            return compact_run(r)
+
+        search = CapacitySearch(run, SearchConfig(repeats=c.capacity_repeats, need=min(2, c.capacity_repeats),
+                                                  resolution=c.capacity_resolution, max_bisect_steps=bisect_steps),
+                                on_attempt=lambda _: (caps.__setitem__(sweep_key, {"attempts": search.attempts,
+                                                                                   "runs": runs, "partial": True}),
+                                                      self.save()))
+        out = search.search([compact_run(r) for r in store.get(sweep_key) or []])
+        caps[sweep_key] = out | {"runs": runs, "duration_s": duration_s}
+        self.save()
+        return caps[sweep_key]
+
+    def capacity_of(self, sweep_key: str = "sweep", store: dict[str, Any] | None = None) -> int:
+        """The confirmed capacity when the search ran, else the coarse sweep's largest sustained level."""
+        store = self.results if store is None else store
+        cap = (store.get("capacity") or {}).get(sweep_key) or {}
+        if "confirmed_streams" in cap:
+            return cap["confirmed_streams"]
+        return self.max_sustained(store.get(sweep_key))
+
+    def run_at(self, streams: int, sweep_key: str = "sweep", store: dict[str, Any] | None = None) -> dict | None:
+        """A sustained run at ``streams`` (the sweep's, else the capacity search's), for the summary's detail."""
+        store = self.results if store is None else store
+        runs = list(store.get(sweep_key) or []) + list(((store.get("capacity") or {}).get(sweep_key) or {})
+                                                         .get("runs") or [])
+        return next((r for r in runs if r["streams"] == streams and r["sustained"]), None)
+
     def offline_for(self, utt_ids: list[str]) -> dict[str, str]:
         """Offline transcripts of these utterances by the model being served (computed once, when first
         needed: a compare model's sweep scores a few dozen of the pool's utterances, not all of them)."""
@@ -445,9 +525,12 @@ class StreamingBenchmark(SectionedRun):
         self.results.setdefault("models", {})[spec] = rec
         try:
             self.sweep("sweep", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec)
+            self.search_capacity(f"{spec}", "sweep", c.compare_duration_s, c.compare_bisect_steps, store=rec)
             if loaded.model.batching == "batched":
                 self.sweep("baseline", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec,
-                           max_batch=1, max_wait_ms=0.0)
+                           **self.PER_STREAM)
+                self.search_capacity(f"{spec} per stream", "baseline", c.compare_duration_s, c.compare_bisect_steps,
+                                     store=rec, **self.PER_STREAM)
             rec["offline_utterances"] = len(self.offline_hyp)
             if hasattr(loaded.model, "revised_finals"):  # finals that replaced words partials had committed
                 rec["finals"] = {"segments": loaded.model.finals, "revised_committed": loaded.model.revised_finals}
@@ -468,8 +551,9 @@ class StreamingBenchmark(SectionedRun):
                "engine": f"{model.get('batching')} steps of {model.get('chunk_ms')} ms"
                          + (f", {model['options']['policy']}" if "policy" in (model.get("options") or {}) else ""),
                "latency_bound_ms": rec.get("latency_bound_ms"),
-               "max_sustained_streams": self.max_sustained(sweep),
-               "per_stream_max_sustained_streams": self.max_sustained(base) if base else None,
+               "max_sustained_streams": self.capacity_of("sweep", rec),
+               "per_stream_max_sustained_streams": self.capacity_of("baseline", rec) if base else None,
+               "coarse_max_sustained_streams": self.max_sustained(sweep),
                "levels_tested": [r["streams"] for r in sweep],
                "peak_memory_mb": max((r["peak_memory_mb"] for r in sweep if r.get("peak_memory_mb")), default=None)}
         row.update(pooled_wer(sustained))
@@ -497,7 +581,7 @@ class StreamingBenchmark(SectionedRun):
         runtime rules alone (queue age, scheduler duty cycle): those react within about a second, too late
         for a load that arrives in a ``ramp_s`` burst, so that run admits more than it can serve and sheds.
         """
-        sustainable = self.max_sustained(self.results.get("sweep"))
+        sustainable = self.capacity_of("sweep")
         n = max(2, 2 * sustainable)
         cap = max(1, min(sustainable, self.cfg.max_streams))
         r = self.run_level(n, self.cfg.overload_duration_s, "overload", max_streams=cap)
@@ -518,7 +602,7 @@ class StreamingBenchmark(SectionedRun):
 
     def measure_soak(self) -> dict[str, Any]:
         """Sustainable load for --soak-minutes, host RSS sampled every 5 s: memory must not grow."""
-        n = max(1, self.max_sustained(self.results.get("sweep")))
+        n = max(1, self.capacity_of("sweep"))
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
         t0 = time.perf_counter()
@@ -559,12 +643,20 @@ class StreamingBenchmark(SectionedRun):
                              "max_batch": c.max_batch, "endpoint": c.endpoint}
         keys = ("streams", "chunk_ms", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "chunk_latency_ms_p99",
                 "first_partial_ms_p95", "finalization_ms_p95", "rtf", "batch_utilization", "shed_chunks",
-                "dropped_chunks", "refused_streams", "peak_memory_mb", "wer", "wer_offline", "sustained")
+                "dropped_chunks", "refused_streams", "peak_memory_mb", "wer", "wer_offline", "sustained",
+                "scheduler_busy_share")
         s["runs"] = [{k: r.get(k) for k in keys} for r in sweep]
         s["baseline_runs"] = [{k: r.get(k) for k in keys} for r in base]
-        best = self.max_sustained(sweep)
-        s["max_streams_p95_under_100ms"] = best
-        s["baseline_max_streams_p95_under_100ms"] = self.max_sustained(base)
+        best = self.capacity_of("sweep")
+        s["max_streams_p95_under_100ms"] = best  # confirmed: sustained in 2 of up to 3 runs
+        s["baseline_max_streams_p95_under_100ms"] = self.capacity_of("baseline")
+        s["coarse_max_streams"] = self.max_sustained(sweep)
+        s["coarse_baseline_max_streams"] = self.max_sustained(base)
+        caps = res.get("capacity") or {}
+        s["capacity_repeats"] = {k: [{x: a.get(x) for x in ("streams", "phase", "sustained", "chunk_latency_ms_p95")}
+                                     for a in v.get("attempts", [])] for k, v in caps.items()}
+        s["capacity_search"] = {k: {x: v.get(x) for x in ("confirmed_streams", "first_failed_streams", "bisect_steps",
+                                                          "top_level_held", "rule")} for k, v in caps.items()}
         tested_base = [r["streams"] for r in base]
         s["baseline_sweep_stopped_at"] = tested_base[-1] if tested_base else None
         bb = s["baseline_max_streams_p95_under_100ms"]
@@ -585,9 +677,14 @@ class StreamingBenchmark(SectionedRun):
                                                          "finalization_after_endpoint_ms_p50",
                                                          "finalization_after_endpoint_ms_p95",
                                                          "endpoint_silence_ms", "rtf")}
-        at = next((r for r in sweep if r["streams"] == best), None)
+        at = self.run_at(best)
         if at:
             s["at_max_sustained"] = {k: at.get(k) for k in keys + ("batch_size_mean", "throughput_audio_s_per_s")}
+        alt = res.get("chunk_sizes") or []
+        if alt:
+            s["chunk_sizes"] = [{k: r.get(k) for k in ("streams", "chunk_ms", "chunk_latency_ms_p50",
+                                                       "chunk_latency_ms_p95", "scheduler_busy_share",
+                                                       "batch_utilization", "sustained")} for r in alt]
         ov = res.get("overload") or {}
         if ov:
             s["overload"] = {k: ov.get(k) for k in ("streams", "sustainable_streams", "admission_cap",
@@ -629,8 +726,9 @@ class StreamingBenchmark(SectionedRun):
         out = {
             # The key names follow the issue's 100 ms target; a looser --latency-bound-ms cannot meet it.
             "streams_p95_under_100ms": t(best, ">= 50", best >= 50 and self.cfg.latency_bound_ms <= 100,
-                                         f"largest swept load with p95 chunk latency < "
-                                         f"{self.cfg.latency_bound_ms:g} ms, nothing shed, dropped or refused"),
+                                         f"largest load with p95 chunk latency < "
+                                         f"{self.cfg.latency_bound_ms:g} ms, nothing shed, dropped or refused, "
+                                         f"in 2 of up to {self.cfg.capacity_repeats} runs"),
             "batch_utilization_at_that_load": t(util, "> 0.8", cmp(util, lambda v: v > 0.8),
                                                 "mean batch size / min(max_batch, live streams) per step"),
             "peak_memory_mb": t(mem, "< 8192", cmp(mem, lambda v: v < 8192), "peak over the sweep levels"),
@@ -678,6 +776,14 @@ class StreamingBenchmark(SectionedRun):
                 "twice the network capacity against --max-streams = it: server up, excess refused with 503, "
                 "admitted clients' p95")
         return out
+
+
+def compact_run(r: dict[str, Any]) -> dict[str, Any]:
+    """What the capacity search keeps of a level's run in its attempt list (the full run is kept too)."""
+    keys = ("streams", "sustained", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "shed_chunks",
+            "failed_streams", "wall_s")
+    return {k: r.get(k) for k in keys} | {"noise": {k: (r.get("noise") or {}).get(k) for k in
+                                                    ("steal_share", "foreign_cpu_share", "suspect")}}
 
 
 def pooled_wer(levels: list[dict[str, Any]]) -> dict[str, Any]:

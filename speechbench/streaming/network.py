@@ -104,7 +104,7 @@ def network_levels(bench: Any) -> list[int]:
     c = bench.cfg
     if c.network_streams:
         return sorted(set(c.network_streams))
-    cap = bench.max_sustained(bench.results.get("sweep"))
+    cap = bench.capacity_of("sweep")
     if not cap:
         return sorted(set(c.streams))
     return sorted({max(1, round(cap * f)) for f in (0.25, 0.5, 0.7, 1.0)})

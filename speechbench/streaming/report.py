@@ -73,6 +73,30 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "streaming") ->
     return made
 
 
+def _capacity_section(add: Any, s: dict[str, Any]) -> None:
+    """How the headline capacities were confirmed: every run of each level, in the order they ran."""
+    search, attempts = s.get("capacity_search") or {}, s.get("capacity_repeats") or {}
+    if not search:
+        return
+    add("## Capacity, confirmed")
+    add("")
+    rule = next(iter(search.values())).get("rule")
+    add(f"One run per level can pass a level by luck or fail it to a neighbour's burst on a shared machine, so "
+        f"after each coarse sweep {rule}, and the search bisects between the highest level that holds and the "
+        "first that does not. The runs from the confirmed level up, in the order they ran (S = sustained, F = not; sweep / confirm / bisect).")
+    add("")
+    add("| sweep | confirmed | first not held | runs (streams: outcome, p95 ms) |")
+    add("|---|---|---|---|")
+    for key, v in search.items():
+        runs = ", ".join(f"{a['streams']}: {'S' if a['sustained'] else 'F'} {_f(a.get('chunk_latency_ms_p95'), 0)} "
+                         f"({a['phase']})" for a in attempts.get(key, []) if a["phase"] != "sweep"
+                         or a["streams"] >= (v.get("confirmed_streams") or 0))
+        first = v.get("first_failed_streams")
+        add(f"| {'engine' if key == 'sweep' else 'per-stream baseline'} | **{v.get('confirmed_streams')}** | "
+            f"{first if first is not None else 'none (the top level held)'} | {runs} |")
+    add("")
+
+
 def _stage_rows(run: dict[str, Any]) -> list[tuple[str, str, str]]:
     e = run.get("engine") or {}
     st = e.get("stage_ms") or {}
@@ -269,17 +293,18 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
         "First partial: from speech onset (reference timing) to the first non-empty partial of that utterance. "
         "Finalization: from the end of speech to the final (includes the endpointer's silence wait). "
         "RTF: engine compute time / audio time. Batch utilization: streams per step / min(max batch, live "
-        "streams). Dropped: chunks lost after they were accepted, or refused because their stream had failed. "
+        "streams); busy: share of the wall time the scheduler spent stepping. Dropped: chunks lost after they were accepted, or refused because their stream had failed. "
         "Sustained: p95 < bound and nothing shed, dropped, refused or failed, and every stream finalized.")
     add("")
-    hdr = ("| streams | p50 | p95 | p99 ms | first partial p95 | final p95 | RTF | batch mean | util | shed | "
+    hdr = ("| streams | p50 | p95 | p99 ms | first partial p95 | final p95 | RTF | batch mean | util | busy | shed | "
            "dropped | refused | peak MB | WER | offline WER | sustained |")
     add(hdr)
     add("|" + "---|" * (hdr.count("|") - 1))
     for r in res.get("sweep") or []:
         add(f"| {r['streams']} | {_f(r['chunk_latency_ms_p50'])} | {_f(r['chunk_latency_ms_p95'])} | "
             f"{_f(r['chunk_latency_ms_p99'])} | {_f(r['first_partial_ms_p95'], 0)} | {_f(r['finalization_ms_p95'], 0)} | "
-            f"{_f(r['rtf'], 3)} | {_f(r['batch_size_mean'])} | {_pct(r['batch_utilization'])} | {r['shed_chunks']} | "
+            f"{_f(r['rtf'], 3)} | {_f(r['batch_size_mean'])} | {_pct(r['batch_utilization'])} | "
+            f"{_pct(r.get('scheduler_busy_share'))} | {r['shed_chunks']} | "
             f"{r['dropped_chunks']} | {r['refused_streams']} | {_f(r['peak_memory_mb'], 0)} | {_pct(r['wer'])} | "
             f"{_pct(r['wer_offline'])} | {_f(r['sustained'])} |")
     add("")
@@ -304,8 +329,21 @@ def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
     add(f"Sustained: engine **{s.get('max_streams_p95_under_100ms')}** streams, baseline "
         f"**{s.get('baseline_max_streams_p95_under_100ms')}**; gain {_f(s.get('batching_gain_streams'), 1)}x.")
     add("")
+    _capacity_section(add, s)
+    alt = s.get("chunk_sizes") or []
+    if alt:
+        at40 = {r["streams"]: r for r in s.get("runs") or [] if r.get("sustained")}
+        add("**Smaller client chunks.** The confirmed capacity again with smaller client chunks (the model "
+            "still steps on 40 ms, so a chunk now waits for the next one to complete a model chunk): "
+            + "; ".join(f"{r['chunk_ms']} ms chunks at {r['streams']} streams: p50 {_f(r['chunk_latency_ms_p50'])} / "
+                        f"p95 {_f(r['chunk_latency_ms_p95'])} ms, busy {_pct(r.get('scheduler_busy_share'))}, "
+                        f"{'sustained' if r['sustained'] else '**not sustained**'}"
+                        + (f" (40 ms chunks in the sweep: p95 {_f(at40[r['streams']]['chunk_latency_ms_p95'])} ms)"
+                           if r["streams"] in at40 else "") for r in alt) + ".")
+        add("")
     best = s.get("max_streams_p95_under_100ms")
-    at = next((r for r in res.get("sweep") or [] if r["streams"] == best), None)
+    at = next((r for r in (res.get("sweep") or []) + ((res.get("capacity") or {}).get("sweep") or {}).get("runs", [])
+               if r["streams"] == best and r["sustained"]), None)
     if at:
         add(f"## Latency budget by stage ({best} streams)")
         add("")
