@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                    f"the CTC models); nothing = skip (default: {' '.join(map(str, d.batch_sizes))}; --quick: 1 2)")
     g.add_argument("--batch-utterances", type=int, default=None,
                    help=f"clips used for the batch-size effect (default: {d.batch_utterances}; --quick: 2)")
+    g.add_argument("--timing-passes", type=int, default=None,
+                   help="after the accuracy pass, re-transcribe a fixed subset of utterances this many times per "
+                   "model (one at a time, each pass timed as a whole); the speed the advice and the Pareto front "
+                   "use is the median RTF of the passes, with [min, max] as its spread (summary rtf_passes, "
+                   f"rtf_median, rtf_spread). 0 = no passes: one-pass RTF only (default: {d.timing_passes})")
+    g.add_argument("--timing-utterances", type=int, default=None,
+                   help="size of that subset, chosen deterministically and spread over dialects, sentences and "
+                   f"conditions, the same for every model (default: {d.timing_utterances}; --quick: "
+                   f"{EvalConfig.quick_preset().timing_utterances})")
     g = p.add_argument_group("statistics and advice")
     g.add_argument("--bootstrap", type=int, default=None,
                    help=f"bootstrap resamples for every CI and the paired bootstrap, >= 1000 (default: {d.n_boot}; "
@@ -162,6 +171,13 @@ def config_from_args(a: argparse.Namespace, device: str):
         cfg.batch_sizes = a.batch_sizes
     if a.batch_utterances is not None:
         cfg.batch_utterances = a.batch_utterances
+    for flag, value in (("--timing-passes", a.timing_passes), ("--timing-utterances", a.timing_utterances)):
+        if value is not None and value < 0:
+            raise SystemExit(f"{flag} must be >= 0")
+    if a.timing_passes is not None:
+        cfg.timing_passes = a.timing_passes
+    if a.timing_utterances is not None:
+        cfg.timing_utterances = a.timing_utterances
     if a.bootstrap is not None:
         if a.bootstrap < 1000:
             raise SystemExit("--bootstrap must be >= 1000 (a 95% interval needs the tails resolved)")
@@ -243,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     for m, r in (s.get("models") or {}).items():
         ci = r.get("wer_ci95") or [None, None]
         ci_txt = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci[0] is not None else "[n/a]"
-        print(f"  {m:24s} WER {100 * (r['wer'] or 0):5.1f}% {ci_txt}  RTF {r.get('rtf') or 0:.3f}  "
+        spread = r.get("rtf_spread")
+        rtf_txt = (f"RTF {r['rtf_median']:.3f} [{spread[0]:.3f}, {spread[1]:.3f}] (median of {r['timing_passes']})"
+                   if spread else f"RTF {r.get('rtf') or 0:.3f}")
+        print(f"  {m:24s} WER {100 * (r['wer'] or 0):5.1f}% {ci_txt}  {rtf_txt}  "
               f"p95 {r.get('latency_ms_p95') or 0:.0f} ms  peak {r.get('peak_memory_mb') or 0:.0f} MB")
+    if (res.get("advice") or {}).get("recommended_reason"):
+        print(f"  recommended: {res['advice']['recommended']}: {res['advice']['recommended_reason']}")
     for m, why in (s.get("models_unavailable") or {}).items():
         print(f"  {m:24s} unavailable: {why}")
     n_fail = len(res.get("failures") or [])

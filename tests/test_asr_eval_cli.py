@@ -52,6 +52,13 @@ def test_quick_json_fields(quick_run):
         assert row["rtf"] > 0 and row["latency_ms_p95"] > 0 and row["peak_memory_mb"] > 50
         for d, cell in s["per_dialect"][m].items():
             assert {"wer", "wer_ci95", "n"} <= set(cell) and cell["n"] == 4, d
+            assert cell["wer_ci95_method"] == "sentence-block" and cell["wer_ci95"] == cell["wer_ci95_sentence"]
+        # 2 sentences x 3 voices, crossed: the two-way interval is the headline (issue 14)
+        assert row["wer_ci95_method"] == "two-way (sentence x speaker)" and row["wer_ci95"] == row["wer_ci95_two_way"]
+        # speed from 3 timing passes over the same 2 utterances, with its spread
+        assert row["timing_passes"] == 3 and row["timing_utterances"] == 2 and len(row["rtf_passes"]) == 3
+        assert row["rtf_spread"][0] <= row["rtf_median"] <= row["rtf_spread"][1]
+        assert res["models"][m]["timing"]["utterances"] == res["config"]["timing_subset"]
     recs = res["utterances"]
     assert len(recs) == n_utts * len(evaluated)
     for r in recs:
@@ -62,6 +69,11 @@ def test_quick_json_fields(quick_run):
     sig = res["significance"]["models"]
     assert sig and all({"a", "b", "test", "p_value", "p_holm", "significant"} <= set(x) for x in sig)
     assert {x["test"] for x in sig} == {"mapsswe", "wilcoxon", "sign", "paired_t", "mcnemar"}
+    for x in sig:
+        assert {"test", "p_value", "p_holm", "n_sentences", "significant"} <= set(x["sentence_level"])
+        assert x["sentence_level"]["n_sentences"] == 2
+    adv = res["advice"]
+    assert adv["recommended"] and adv["lowest_wer_model"] and adv["lowest_wer_model"] in adv["recommended_reason"]
     assert res["significance"]["dialects"] and res["analysis"]["models"] and res["advice"]["pareto_front"]
     be = res["models"]["whisper-tiny.en-int8"].get("batch_effect")
     assert be and [b["batch_size"] for b in be] == [1, 2]
@@ -97,6 +109,8 @@ def test_report_trn_and_report_only(quick_run):
     report = (out / "docs" / "asr.md").read_text()
     best = res["summary"]["best_model"]
     assert f"{100 * res['summary']['models'][best]['wer']:.1f}%" in report
+    assert res["advice"]["recommended_reason"] in report and "two-way (sentence x speaker)" in report
+    assert "sentence-level Wilcoxon" in report and "RTF median [min, max]" in report
     for name in ("wer_by_dialect", "wer_vs_rtf", "sdi", "significance"):
         assert (out / "docs" / "figures" / f"asr_{name}.png").exists(), name
     trn = Path(res["trn"]["dir"])
@@ -166,7 +180,9 @@ def test_cli_input_errors_are_clear(tmp_path):
     assert proc.returncode != 0 and "run the benchmark first" in proc.stderr
     proc = run_cli("--quick", "--bootstrap", "100", "--output", str(tmp_path / "x.json"))
     assert proc.returncode != 0 and "--bootstrap must be >= 1000" in proc.stderr
+    proc = run_cli("--quick", "--timing-passes", "-1", "--output", str(tmp_path / "x.json"))
+    assert proc.returncode != 0 and "--timing-passes must be >= 0" in proc.stderr
     help_text = run_cli("--help").stdout
     for flag in ("--manifest", "--models", "--workers", "--sentences", "--bootstrap", "--quick", "--report-only",
-                 "--latency-budget-ms", "--max-utterances"):
+                 "--latency-budget-ms", "--max-utterances", "--timing-passes", "--timing-utterances"):
         assert flag in help_text, flag

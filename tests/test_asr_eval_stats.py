@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from numpy.polynomial.hermite_e import hermegauss
 from scipy import stats as sps
 
 from speechbench.asr_eval import stats
 from speechbench.asr_eval.advice import budget_ladder, pareto_front
-from speechbench.asr_eval.analysis import dialect_effects, domain_gap
+from speechbench.asr_eval.analysis import aggregate, dialect_effects, domain_gap, significance_between_models
 from speechbench.asr_eval.scoring import align
 
 
@@ -157,6 +158,102 @@ def test_speaker_block_bootstrap_covers_when_speakers_are_correlated():
     assert utt / reps < block / reps - 0.08
 
 
+def _crossed_population_wer(mu: float, sd: float) -> float:
+    """E[sigmoid(mu + sd Z)]: the population WER when every sentence has the same expected length and the
+    sentence and speaker logit effects are independent normals (their sum has sd = hypot of the two)."""
+    x, w = hermegauss(80)
+    return float((w / (1 + np.exp(-(mu + sd * x)))).sum() / w.sum())
+
+
+def _crossed_dataset(rng, n_sent, n_spk, mu, sd_sent, sd_spk):
+    """Every sentence read by every speaker; logit error rate = mu + sentence effect + speaker effect."""
+    a, b = rng.normal(0, sd_sent, n_sent), rng.normal(0, sd_spk, n_spk)
+    words = np.broadcast_to(rng.integers(8, 17, n_sent)[:, None], (n_sent, n_spk))
+    errors = rng.binomial(words, 1 / (1 + np.exp(-(mu + a[:, None] + b[None, :]))))
+    sentences, speakers = np.repeat(np.arange(n_sent), n_spk), np.tile(np.arange(n_spk), n_sent)
+    return errors.ravel(), words.ravel(), sentences, speakers
+
+
+def test_two_way_bootstrap_covers_a_crossed_population_and_utterances_do_not():
+    """10 sentences x 9 speakers, as the default corpus: the sentence and speaker effects are shared by
+    the cells of a row / column, so the utterance bootstrap is overconfident; the two-way one is not."""
+    mu, sd_sent, sd_spk = -2.0, 0.6, 0.6
+    true = _crossed_population_wer(mu, math.hypot(sd_sent, sd_spk))
+    rng = np.random.default_rng(1)
+    two_way = utt = 0
+    reps = 150
+    for r in range(reps):
+        e, n, sent, spk = _crossed_dataset(rng, 10, 9, mu, sd_sent, sd_spk)
+        tw = stats.bootstrap_ci_two_way(e, n, sent, spk, n_boot=1000, seed=r)
+        u = stats.bootstrap_ci(e, n, n_boot=1000, seed=r)
+        two_way += tw["lo"] <= true <= tw["hi"]
+        utt += u["lo"] <= true <= u["hi"]
+    assert two_way / reps >= 0.85
+    assert utt / reps < two_way / reps - 0.15
+
+
+def test_two_way_bootstrap_on_a_sparse_grid():
+    # each sentence read by one speaker of each of 3 voices (like the corpus' s0/s1/s2): 6 of 12 cells
+    sent = [0, 0, 1, 1, 2, 2, 3, 3]
+    spk = ["a0", "b0", "a1", "b1", "a0", "b0", "a1", "b1"]
+    e = np.array([1, 2, 0, 3, 1, 1, 2, 0], float)
+    n = np.full(8, 10.0)
+    sums = stats.bootstrap_sums_two_way(np.stack([e, n], 1), sent, spk, 4000, 0)
+    # E[w_r] = E[w_c] = 1 and the two draws are independent: replicate sums are unbiased for the totals
+    assert sums.mean(axis=0) == pytest.approx([e.sum(), n.sum()], rel=0.03)
+    ci = stats.bootstrap_ci_two_way(e, n, sent, spk, 1000, 0)
+    assert ci["method"] == stats.TWO_WAY and (ci["n_sentences"], ci["n_speakers"], ci["n_cells"]) == (4, 4, 8)
+    assert ci["point"] == pytest.approx(0.125) and ci["lo"] <= ci["point"] <= ci["hi"]
+    assert stats.bootstrap_ci_two_way(e, n, [0] * 8, spk)["lo"] is None  # one sentence: nothing to resample
+
+
+def _crossed_recs(model, errors_by_cell, words=10):
+    """Records of a full sentences x voices grid; errors_by_cell[s][v]."""
+    return [{"model": model, "id": f"v{v}-s{s:02d}", "dialect": f"v{v}", "speaker": f"v{v}", "sentence": f"s{s:02d}",
+             "condition": "clean", "errors": int(e), "ref_words": words, "sub": int(e), "del": 0, "ins": 0,
+             "char_errors": int(e), "ref_chars": 5 * words, "wer": e / words, "ref": "x " * words, "hyp": "x " * words,
+             "duration_s": 1.0, "latency_s": 0.1}
+            for s, row in enumerate(errors_by_cell) for v, e in enumerate(row)]
+
+
+def test_aggregate_headline_ci_follows_the_design():
+    rng = np.random.default_rng(4)
+    recs = _crossed_recs("m", rng.integers(0, 4, (6, 5)))
+    agg = aggregate(recs, 1000, 0)
+    assert agg["wer_ci95_method"] == stats.TWO_WAY and agg["wer_ci95"] == agg["wer_ci95_two_way"]
+    assert agg["two_way_units"] == {"n_sentences": 6, "n_speakers": 5, "n_cells": 30}
+    assert {"wer_ci95_utterance", "wer_ci95_speaker", "wer_ci95_sentence"} <= set(agg)
+    # one voice (a dialect's row): no crossing, sentence blocks are the headline
+    one = aggregate([r for r in recs if r["speaker"] == "v0"], 1000, 0, within_dialect=True)
+    assert one["wer_ci95_method"] == "sentence-block" and one["wer_ci95"] == one["wer_ci95_sentence"]
+    assert aggregate([r for r in recs if r["speaker"] == "v0"], 1000, 0)["wer_ci95_method"] == "utterance"
+
+
+def test_sentence_level_tests_pair_per_sentence_totals():
+    rng = np.random.default_rng(8)
+    base = rng.integers(0, 3, (12, 4))
+    worse = base + rng.integers(0, 3, (12, 4))  # B never better, often worse
+    by_model = {"A": _crossed_recs("A", base), "B": _crossed_recs("B", worse), "C": _crossed_recs("C", base)}
+    sig = significance_between_models(by_model, 1000, 0)
+    pair = next(p for p in sig["pairs"] if (p["a"], p["b"]) == ("A", "B"))
+    sl = pair["sentence_level"]
+    ta, tb = base.sum(axis=1), worse.sum(axis=1)
+    assert sl["n_sentences"] == 12 and sl["errors_a"] == ta.tolist() and sl["errors_b"] == tb.tolist()
+    nz = (ta - tb)[ta != tb]
+    assert sl["wilcoxon"]["p_value"] == pytest.approx(
+        sps.wilcoxon(nz, method=sl["wilcoxon"]["method"]).pvalue)
+    assert sl["paired_t"]["p_value"] == pytest.approx(sps.ttest_rel(ta, tb).pvalue)
+    # Holm over the 3 model pairs; the compact entry rides on every flat row of the pair
+    ps = [p["sentence_level"]["wilcoxon"]["p_value"] for p in sig["pairs"]]
+    assert [p["sentence_level"]["wilcoxon"]["p_holm"] for p in sig["pairs"]] == pytest.approx(stats.holm(ps))
+    rows = [r for r in sig["models"] if (r["a"], r["b"]) == ("A", "B")]
+    assert len(rows) == 5 and all(r["sentence_level"]["test"] == "wilcoxon" for r in rows)
+    assert rows[0]["sentence_level"]["p_holm"] == sl["wilcoxon"]["p_holm"]
+    assert rows[0]["sentence_level"]["significant"] and rows[0]["sentence_level"]["n_sentences"] == 12
+    same = next(p for p in sig["pairs"] if (p["a"], p["b"]) == ("A", "C"))["sentence_level"]["wilcoxon"]
+    assert same["p_value"] == 1.0 and not same["significant"]
+
+
 def test_paired_bootstrap_probability():
     e = np.array([1, 0, 2, 1, 0, 3, 1, 0, 0, 2], float)
     n = np.full(10, 10.0)
@@ -221,3 +318,11 @@ def test_pareto_and_budget_ladder():
     summary = {"models": models, "per_dialect": {m: {"x": {"wer": v["wer"]}} for m, v in models.items()}}
     ladder = budget_ladder({}, summary)
     assert [(r["budget"], r["best"]) for r in ladder] == [(200, "b"), (900, "a")]
+
+
+def test_pareto_uses_the_median_rtf_of_the_timing_passes():
+    # on one pass b looked fastest; over the timing passes its median is slower than a's
+    models = {"a": {"wer": 0.1, "rtf": 0.5, "rtf_median": 0.2, "peak_memory_mb": 500},
+              "b": {"wer": 0.2, "rtf": 0.3, "rtf_median": 0.4, "peak_memory_mb": 500}}
+    assert pareto_front(models) == ["a"]
+    assert pareto_front({m: {k: v for k, v in s.items() if k != "rtf_median"} for m, s in models.items()}) == ["a", "b"]

@@ -9,7 +9,12 @@
 * A dynamic selection strategy: route each dialect to its chosen model (a dialect / accent ID or the
   user's locale picks the route) and use the best single model for unknown dialects; its expected WER
   and RTF are computed from the same records and compared with one model for everything.
-* The Pareto front over (WER, RTF, peak memory): models no other model beats on all three.
+* The recommended single model: the lowest-WER eligible model is the reference; every eligible model the
+  primary paired test (Holm-corrected over the model pairs) does not find significantly worse than it is a
+  candidate, and the cheapest candidate (median RTF, then p95 latency, then peak memory) is recommended,
+  with the reason. A WER lead the test cannot tell from noise does not buy a more expensive model.
+* The Pareto front over (WER, RTF, peak memory): models no other model beats on all three. RTF here (and
+  in every cost comparison) is the median of the repeated timing passes when they ran.
 * The worst dialect of the recommended model, with suggestions that follow from its numbers (error
   type mix, a model that does significantly better there, the own models' in-domain gap).
 """
@@ -19,17 +24,25 @@ from __future__ import annotations
 from typing import Any
 
 from speechbench.asr_eval import stats
-from speechbench.asr_eval.analysis import PairingError, group_by, paired_arrays
+from speechbench.asr_eval.analysis import PairingError, group_by, paired_arrays, speed_rtf
+
+TEST_NAMES = {"mapsswe": "MAPSSWE", "wilcoxon": "Wilcoxon", "sign": "sign test", "paired_t": "paired t",
+              "mcnemar": "McNemar"}
 
 
 def _ok(x: Any) -> bool:
     return isinstance(x, (int, float))
 
 
+def _metric(s: dict[str, Any], key: str) -> Any:
+    """A model's value on ``key``; "rtf" reads the median of the timing passes when there is one."""
+    return speed_rtf(s) if key == "rtf" else s.get(key)
+
+
 def pareto_front(models: dict[str, dict[str, Any]], keys: tuple[str, ...] = ("wer", "rtf", "peak_memory_mb")
                  ) -> list[str]:
     """Models not dominated on ``keys`` (lower is better on each); models missing a key are left out."""
-    pts = {m: tuple(s.get(k) for k in keys) for m, s in models.items()}
+    pts = {m: tuple(_metric(s, k) for k in keys) for m, s in models.items()}
     pts = {m: p for m, p in pts.items() if all(_ok(v) for v in p)}
     front = []
     for m, p in pts.items():
@@ -63,10 +76,11 @@ def _dialect_test(recs_a: list[dict], recs_b: list[dict]) -> float | None:
     return stats.wilcoxon([r["errors"] for r in a], [r["errors"] for r in b])["p_value"]
 
 
-def _cost(s: dict[str, Any]) -> tuple[float, float]:
-    lat = s.get("latency_ms_p95")
-    mem = s.get("peak_memory_mb")
-    return (lat if _ok(lat) else float("inf"), mem if _ok(mem) else float("inf"))
+def _cost(s: dict[str, Any]) -> tuple[float, float, float]:
+    """What "cheaper" means everywhere in the advice: median RTF (compute per second of audio, the cost
+    that scales with traffic), then p95 latency, then peak memory; a missing figure counts as infinite."""
+    return tuple(v if _ok(v) else float("inf")  # type: ignore[return-value]
+                 for v in (speed_rtf(s), s.get("latency_ms_p95"), s.get("peak_memory_mb")))
 
 
 def best_per_dialect(by_model: dict[str, list[dict]], summary: dict[str, Any], eligible: list[str],
@@ -95,7 +109,8 @@ def best_per_dialect(by_model: dict[str, list[dict]], summary: dict[str, Any], e
             if p is not None and p >= alpha and within_ci and _cost(models[second]) < _cost(models[best]):
                 row["choice"] = second
                 row["reason"] = (f"{second} is not significantly worse than {best} here (Wilcoxon p = {p:.2g}, "
-                                 f"its WER inside {best}'s 95% CI) and is cheaper (p95 latency, memory)")
+                                 f"its WER inside {best}'s 95% CI) and is cheaper (median RTF, p95 latency, "
+                                 "memory)")
         out[d] = row
     return out
 
@@ -212,6 +227,69 @@ def budget_ladder(by_model: dict[str, list[dict]], summary: dict[str, Any], key:
     return out
 
 
+def _primary_p_holm(significance: dict[str, Any], a: str, b: str) -> float | None:
+    """The Holm-corrected p of the primary test for the pair {a, b}; None when the pair was not tested
+    (refused, or the significance section did not run) or the test gave no p-value."""
+    primary = significance.get("primary_test")
+    for row in significance.get("models") or []:
+        if row.get("test") == primary and {row.get("a"), row.get("b")} == {a, b}:
+            return row.get("p_holm")
+    return None
+
+
+def _rtf_text(s: dict[str, Any]) -> str:
+    r = speed_rtf(s)
+    kind = "median RTF" if _ok(s.get("rtf_median")) else "RTF"  # older results: one pass only
+    return f"{kind} {r:.3f}" if _ok(r) else "RTF n/a"
+
+
+def recommend(models: dict[str, dict[str, Any]], eligible: list[str], significance: dict[str, Any],
+              alpha: float = 0.05) -> dict[str, Any]:
+    """The cheapest eligible model that is not significantly worse than the lowest-WER eligible one.
+
+    The reference is the lowest-WER eligible model; a model is a candidate when the primary paired test's
+    Holm-adjusted p against the reference is >= alpha. A pair without a p-value (not tested) counts as
+    significantly different: no evidence that it is as good. Among the candidates (the reference
+    included) the one with the lowest ``_cost`` is recommended.
+    """
+    ref = min(eligible, key=lambda m: (models[m]["wer"], _cost(models[m])))
+    test = TEST_NAMES.get(significance.get("primary_test") or "", significance.get("primary_test") or "paired test")
+    comparisons: dict[str, dict[str, Any]] = {}
+    for m in eligible:
+        if m != ref:
+            p = _primary_p_holm(significance, ref, m)
+            comparisons[m] = {"wer": models[m]["wer"], "p_holm": p, "tested": p is not None,
+                              "significantly_worse": p is None or p < alpha}
+    candidates = [ref] + [m for m, c in comparisons.items() if not c["significantly_worse"]]
+    choice = min(candidates, key=lambda m: (_cost(models[m]), models[m]["wer"]))
+    return {"recommended": choice, "lowest_wer_model": ref,
+            "recommended_reason": _recommend_reason(models, choice, ref, candidates, comparisons, test, alpha),
+            "recommendation": {"test": significance.get("primary_test"), "alpha": alpha,
+                               "cost": "median RTF, then p95 latency, then peak memory",
+                               "candidates": candidates, "comparisons": comparisons}}
+
+
+def _recommend_reason(models: dict[str, dict[str, Any]], choice: str, ref: str, candidates: list[str],
+                      comparisons: dict[str, dict[str, Any]], test: str, alpha: float) -> str:
+    """One sentence naming the lowest-WER model, the p-value and why ``choice`` won."""
+    wer = {m: f"{100 * models[m]['wer']:.1f}%" for m in candidates}
+    others = [m for m in candidates if m != ref]
+    if choice != ref:
+        return (f"{choice} ({wer[choice]} WER) is not significantly worse than the lowest-WER model {ref} "
+                f"({wer[ref]}): {test} Holm p = {comparisons[choice]['p_holm']:.3g} >= {alpha:g}; it is the "
+                f"cheapest of {ref} and the {len(others)} model(s) not significantly worse than it "
+                f"({_rtf_text(models[choice])} vs {_rtf_text(models[ref])})")
+    if others:
+        return (f"{ref} has the lowest WER ({wer[ref]}) and is also cheaper than the model(s) not significantly "
+                f"worse than it ({test}, Holm, alpha {alpha:g}): {', '.join(others)}")
+    if comparisons:
+        untested = [m for m, c in comparisons.items() if not c["tested"]]
+        return (f"{ref} has the lowest WER ({wer[ref]}) and every other eligible model is significantly worse "
+                f"({test} Holm p < {alpha:g})" + (f" or was not tested against it ({', '.join(untested)})"
+                                                  if untested else ""))
+    return f"{ref} is the only eligible model"
+
+
 def make_advice(by_model: dict[str, list[dict]], summary: dict[str, Any], significance: dict[str, Any],
                 gaps: dict[str, Any], own: set[str], latency_budget_ms: float | None,
                 memory_budget_mb: float | None, alpha: float = 0.05) -> dict[str, Any]:
@@ -233,22 +311,22 @@ def make_advice(by_model: dict[str, list[dict]], summary: dict[str, Any], signif
     if not eligible:
         out["note"] = "no model meets both budgets"
         return out
-    best = min(eligible, key=lambda m: (models[m]["wer"], _cost(models[m])))
-    out["recommended"] = best
+    out.update(recommend(models, eligible, significance, alpha))
+    best = out["recommended"]
     per_d = best_per_dialect(by_model, summary, eligible, alpha)
     out["per_dialect"] = per_d
     if per_d:
         out["routing"] = routing(by_model, {d: r["choice"] for d, r in per_d.items()}, best)
         # the fastest (lowest-RTF) model within the budget, for when speed matters more than the last WER point
-        fastest = min(eligible, key=lambda m: (models[m].get("rtf") or float("inf")))
+        fastest = min(eligible, key=lambda m: _cost(models[m]))
         out["fastest_eligible"] = fastest
     out["worst_dialect"] = worst_dialect_notes(best, by_model, summary, significance.get("dialects", {}), gaps,
                                                own, eligible, alpha)
-    if ranked_all and ranked_all[0] != best:
+    if ranked_all and ranked_all[0] != out["lowest_wer_model"]:
         out["note"] = (f"the lowest-WER model overall, {ranked_all[0]}, is outside the budget "
                        f"({out['excluded_by_budget'].get(ranked_all[0])})")
     return out
 
 
-__all__ = ["best_per_dialect", "budget_ladder", "group_by", "make_advice", "pareto_front", "routing",
-           "within_budget"]
+__all__ = ["best_per_dialect", "budget_ladder", "group_by", "make_advice", "pareto_front", "recommend",
+           "routing", "within_budget"]

@@ -40,24 +40,63 @@ def _speakers_repeat(recs: list[dict[str, Any]]) -> bool:
     return any(c > 1 for c in counts.values())
 
 
+def _sentence(r: dict[str, Any]) -> Any:
+    """The sentence a record reads; without one (hand-made records) it counts as a sentence of its own."""
+    return r.get("sentence", r.get("id"))
+
+
+def crossed(recs: list[dict[str, Any]]) -> bool:
+    """Sentences x speakers crossed: some sentence read by >= 2 speakers and some speaker reading >= 2
+    sentences (the grid may be sparse). Then neither factor is nested in the other and both vary."""
+    by_sentence: dict[Any, set] = defaultdict(set)
+    by_speaker: dict[Any, set] = defaultdict(set)
+    for r in recs:
+        by_sentence[_sentence(r)].add(r["speaker"])
+        by_speaker[r["speaker"]].add(_sentence(r))
+    return any(len(v) > 1 for v in by_sentence.values()) and any(len(v) > 1 for v in by_speaker.values())
+
+
 def ci_for(recs: list[dict[str, Any]], n_boot: int, seed: int, key: str = "errors",
-           den: str = "ref_words") -> dict[str, Any]:
-    """Bootstrap CI of sum(key)/sum(den): speaker blocks when speakers repeat and there are at least
-    MIN_SPEAKER_BLOCKS of them, else utterances. Both are returned; ``chosen`` is the one quoted."""
+           den: str = "ref_words", within_dialect: bool = False) -> dict[str, Any]:
+    """Bootstrap CIs of sum(key)/sum(den) by every resampling unit the records allow; ``chosen`` is the one
+    quoted as the headline:
+
+    * two-way (sentences and speakers resampled independently) when the design is crossed: each
+      sentence's errors are shared by every speaker reading it and each speaker's by every sentence, so
+      90 utterances are not 90 independent units, and resampling one factor treats the other as fixed;
+    * otherwise, for one dialect's row (``within_dialect``): sentence blocks. In the embedded corpus a
+      dialect has 3 speakers and each sentence is read by one of them, so speakers are too few to
+      resample and cannot be told apart from sentences; the sentence block keeps a sentence's
+      conditions together. This omits the speaker variance, so it is a lower bound on the true spread;
+    * otherwise speaker blocks when speakers repeat and there are at least MIN_SPEAKER_BLOCKS of them, else
+      utterances (the behaviour before the two-way bootstrap).
+    """
     e = [r[key] for r in recs]
     n = [r[den] for r in recs]
-    utt = stats.bootstrap_ci(e, n, n_boot, seed)
-    out = {"utterance": utt, "speaker": None, "chosen": "utterance"}
-    n_spk = len({r["speaker"] for r in recs})
+    sentences = [_sentence(r) for r in recs]
+    speakers = [r["speaker"] for r in recs]
+    out: dict[str, Any] = {"utterance": stats.bootstrap_ci(e, n, n_boot, seed), "speaker": None,
+                           "sentence": None, "two_way": None, "chosen": "utterance"}
+    n_spk, n_sent = len(set(speakers)), len(set(sentences))
     if _speakers_repeat(recs) and n_spk >= 2:
-        out["speaker"] = stats.bootstrap_ci(e, n, n_boot, seed, groups=[r["speaker"] for r in recs])
+        out["speaker"] = stats.bootstrap_ci(e, n, n_boot, seed, groups=speakers)
         if n_spk >= MIN_SPEAKER_BLOCKS:
             out["chosen"] = "speaker"
+    if n_sent >= 2:
+        out["sentence"] = stats.bootstrap_ci(e, n, n_boot, seed, groups=sentences, method="sentence-block")
+    if n_sent >= 2 and n_spk >= 2:
+        out["two_way"] = stats.bootstrap_ci_two_way(e, n, sentences, speakers, n_boot, seed)
+    if out["two_way"] and crossed(recs):
+        out["chosen"] = "two_way"
+    elif within_dialect and out["sentence"]:
+        out["chosen"] = "sentence"
     return out
 
 
-def aggregate(recs: list[dict[str, Any]], n_boot: int, seed: int, with_ci: bool = True) -> dict[str, Any]:
-    """Corpus WER (total errors / total reference words) with S/D/I, CER, sentence error rate, CIs."""
+def aggregate(recs: list[dict[str, Any]], n_boot: int, seed: int, with_ci: bool = True,
+              within_dialect: bool = False) -> dict[str, Any]:
+    """Corpus WER (total errors / total reference words) with S/D/I, CER, sentence error rate, CIs
+    (``within_dialect``: one dialect's records; see ``ci_for`` for the headline interval's unit)."""
     ref_words = sum(r["ref_words"] for r in recs)
     errors = sum(r["errors"] for r in recs)
     sub, dele, ins = (sum(r[k] for r in recs) for k in ("sub", "del", "ins"))
@@ -72,7 +111,7 @@ def aggregate(recs: list[dict[str, Any]], n_boot: int, seed: int, with_ci: bool 
         "ser": sum(1 for r in recs if r["errors"]) / len(recs) if recs else None,
     }
     if with_ci and recs:
-        ci = ci_for(recs, n_boot, seed)
+        ci = ci_for(recs, n_boot, seed, within_dialect=within_dialect)
         chosen = ci[ci["chosen"]]
         out["wer_ci95"] = [chosen["lo"], chosen["hi"]]
         out["wer_ci95_method"] = chosen["method"]
@@ -80,6 +119,13 @@ def aggregate(recs: list[dict[str, Any]], n_boot: int, seed: int, with_ci: bool 
         if ci["speaker"]:
             out["wer_ci95_speaker"] = [ci["speaker"]["lo"], ci["speaker"]["hi"]]
             out["speaker_blocks"] = ci["speaker"]["n_units"]
+        if ci["sentence"]:
+            out["wer_ci95_sentence"] = [ci["sentence"]["lo"], ci["sentence"]["hi"]]
+            out["sentence_blocks"] = ci["sentence"]["n_units"]
+        if ci["two_way"]:
+            tw = ci["two_way"]
+            out["wer_ci95_two_way"] = [tw["lo"], tw["hi"]]
+            out["two_way_units"] = {k: tw[k] for k in ("n_sentences", "n_speakers", "n_cells")}
         cci = stats.bootstrap_ci([r["char_errors"] for r in recs], [r["ref_chars"] for r in recs], n_boot, seed)
         out["cer_ci95"] = [cci["lo"], cci["hi"]]
     return out
@@ -98,6 +144,24 @@ def speed(recs: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_ms_p95": 1000 * _pct(lat, 95) if lat else None,
         "latency_ms_max": 1000 * max(lat) if lat else None,
     }
+
+
+def timing_summary(timing: dict[str, Any] | None) -> dict[str, Any]:
+    """The repeated timing passes of one model (worker ``timing``): RTF per pass (its compute / its audio),
+    their median and [min, max]. Empty when no pass ran, so readers fall back to the accuracy pass's rtf."""
+    passes = [p["rtf"] for p in (timing or {}).get("passes") or [] if isinstance(p.get("rtf"), (int, float))]
+    if not passes:
+        return {}
+    return {"rtf_passes": passes, "rtf_median": float(np.median(passes)),
+            "rtf_spread": [float(min(passes)), float(max(passes))], "timing_passes": len(passes),
+            "timing_utterances": len(timing["utterances"]), "timing_audio_s": timing.get("audio_s")}
+
+
+def speed_rtf(row: dict[str, Any]) -> float | None:
+    """The RTF to rank models by: the median of the timing passes when they ran (one pass over every
+    utterance is a single draw of the machine's noise), else the accuracy pass's RTF."""
+    med = row.get("rtf_median")
+    return med if isinstance(med, (int, float)) else row.get("rtf")
 
 
 def group_by(recs: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
@@ -126,6 +190,31 @@ def paired_arrays(a: list[dict[str, Any]], b: list[dict[str, Any]], name_a: str 
                            f"e.g. {bad[:3]}: refusing a paired test")
     ids = sorted(ia)
     return [ia[k] for k in ids], [ib[k] for k in ids]
+
+
+def sentence_totals(ra: list[dict[str, Any]], rb: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-sentence error totals (summed over voices and conditions) of two paired record lists, over the
+    sentences both transcribed (paired_arrays has already made the utterance sets equal)."""
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for x, y in zip(ra, rb, strict=True):
+        acc[_sentence(x)][0] += x["errors"]
+        acc[_sentence(x)][1] += y["errors"]
+    keys = sorted(acc)
+    return keys, np.array([acc[k][0] for k in keys]), np.array([acc[k][1] for k in keys])
+
+
+def sentence_level_tests(ra: list[dict[str, Any]], rb: list[dict[str, Any]]) -> dict[str, Any]:
+    """A vs B with the sentence as the unit: the utterance tests treat 90 utterances as independent, but
+    the 9 voices reading one sentence share its difficulty, so their differences are correlated. Summing
+    each sentence's errors over the voices gives one independent pair per sentence; Wilcoxon signed-rank
+    and the paired t run on those totals (few units: low power, but honest about the design)."""
+    keys, ta, tb = sentence_totals(ra, rb)
+    out: dict[str, Any] = {"n_sentences": len(keys), "sentences": keys, "errors_a": ta.tolist(),
+                           "errors_b": tb.tolist(), "wilcoxon": stats.wilcoxon(ta, tb),
+                           "paired_t": stats.paired_t(ta, tb)}
+    if len(keys) < 6:  # the exact two-sided signed-rank p-value cannot go below 2 / 2^n
+        out["note"] = f"{len(keys)} sentences: Wilcoxon cannot reach p < 0.05 with fewer than 6"
+    return out
 
 
 def compare_pair(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int, seed: int,
@@ -157,8 +246,28 @@ def compare_pair(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int, 
         "rank_biserial": tests["wilcoxon"].get("rank_biserial"),
         "mcnemar_odds_ratio": tests["mcnemar"].get("odds_ratio"),
         "p_a_better": boot["p_a_better"], "wer_diff_ci95": boot["diff_ci95"], "bootstrap_method": boot.get("method"),
-        "tests": tests,
+        "tests": tests, "sentence_level": sentence_level_tests(ra, rb),
     }
+
+
+def _holm_sentence_level(pairs: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """Holm over the model-pair family, separately for the sentence-level Wilcoxon and paired t. Returns,
+    per pair, the compact ``sentence_level`` entry the flat rows of significance["models"] carry."""
+    for test in ("wilcoxon", "paired_t"):
+        results = [p["sentence_level"][test] for p in pairs]
+        for res, ph in zip(results, stats.holm([r["p_value"] for r in results]), strict=True):
+            res["p_holm"] = ph
+            res["significant"] = bool(ph is not None and ph < alpha)
+    out = []
+    for p in pairs:
+        sl = p["sentence_level"]
+        w, t = sl["wilcoxon"], sl["paired_t"]
+        out.append({
+            "test": "wilcoxon", "p_value": w["p_value"], "p_holm": w["p_holm"], "n_sentences": sl["n_sentences"],
+            "significant": w["significant"],
+            "paired_t": {"p_value": t["p_value"], "p_holm": t["p_holm"], "significant": t["significant"]},
+        })
+    return out
 
 
 def significance_between_models(by_model: dict[str, list[dict[str, Any]]], n_boot: int, seed: int,
@@ -173,18 +282,21 @@ def significance_between_models(by_model: dict[str, list[dict[str, Any]]], n_boo
             pairs.append(compare_pair(by_model[a], by_model[b], n_boot, seed, a, b))
         except PairingError as e:
             refused.append({"a": a, "b": b, "reason": str(e)})
+    sentence_level = _holm_sentence_level(pairs, alpha)
     flat: list[dict[str, Any]] = []
     for test in TESTS:
         ps = [p["tests"][test]["p_value"] for p in pairs]
         adj = stats.holm(ps)
-        for p, pv, ph in zip(pairs, ps, adj, strict=True):
+        for p, pv, ph, sl in zip(pairs, ps, adj, sentence_level, strict=True):
             p["tests"][test]["p_holm"] = ph
             p["tests"][test]["significant"] = bool(ph is not None and ph < alpha)
             flat.append({"a": p["a"], "b": p["b"], "test": test, "p_value": pv, "p_holm": ph,
                          "significant": bool(ph is not None and ph < alpha),
                          "statistic": p["tests"][test]["statistic"], "n": p["tests"][test]["n"],
-                         "wer_a": p["wer_a"], "wer_b": p["wer_b"]})
+                         "wer_a": p["wer_a"], "wer_b": p["wer_b"],
+                         "sentence_level": dict(sl)})
     return {"alpha": alpha, "primary_test": PRIMARY_TEST, "correction": "holm (per test, over model pairs)",
+            "sentence_level_test": "wilcoxon on per-sentence error totals (summed over voices), holm over model pairs",
             "models": flat, "pairs": pairs, "refused": refused}
 
 

@@ -36,6 +36,12 @@ QUICK_SENTENCES = 2
 # (measured on this project's 2-core machine; a guide for sizing, not a result).
 DEFAULT_RTF_ESTIMATE = {"whisper": 0.2, "whisper-base": 0.3, "moonshine": 0.05, "pocketsphinx": 0.22,
                         "ctc": 0.03}
+# Timing passes (speed as a median with a spread, issue 14): 8 utterances (45 s of audio in the default
+# corpus: 8 dialects, 8 sentences) x 3 passes = 134 s of audio per model; at the committed run's per-model
+# RTFs that adds ~80 s to the ~350 s nine-model default run. --quick: 2 x 3 (~28 s of audio per model).
+DEFAULT_TIMING_PASSES = 3
+DEFAULT_TIMING_UTTERANCES = 8
+QUICK_TIMING_UTTERANCES = 2
 
 
 @dataclass
@@ -56,6 +62,8 @@ class EvalConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8])
     batch_utterances: int = 8
     warmup: int = 1
+    timing_passes: int = DEFAULT_TIMING_PASSES  # 0 = no timing passes (speed from the accuracy pass only)
+    timing_utterances: int = DEFAULT_TIMING_UTTERANCES
     latency_budget_ms: float | None = None
     memory_budget_mb: float | None = None
     trn_dir: str | None = None  # default: <output stem>_trn next to the JSON... set by the CLI
@@ -71,7 +79,7 @@ class EvalConfig:
         # Two workers: four real recognizers one after another took 124 s on 2 cores (pocketsphinx alone
         # 46 s on the noisy clips), over the 2-minute smoke budget.
         return cls(corpus_preset="quick", sentences=QUICK_SENTENCES, n_boot=1000, batch_sizes=[1, 2],
-                   batch_utterances=2, quick=True, workers=2)
+                   batch_utterances=2, quick=True, workers=2, timing_utterances=QUICK_TIMING_UTTERANCES)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,7 +210,9 @@ class ASREvaluation:
             m["info"] = res["info"]
         if res.get("batch_effect") is not None:
             m["batch_effect"] = res["batch_effect"]
-        for k in ("batch_effect_note", "batch_effect_error"):
+        if res.get("timing"):
+            m["timing"] = res["timing"]
+        for k in ("batch_effect_note", "batch_effect_error", "timing_error"):
             if res.get(k):
                 m[k] = res[k]
         if res.get("status") == "unavailable":  # e.g. its checkpoint disappeared after the first check
@@ -245,11 +255,16 @@ class ASREvaluation:
             return
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
         be = {"sizes": sorted(set(cfg.batch_sizes)), "utterances": cfg.batch_utterances} if cfg.batch_sizes else None
+        timing = {"passes": cfg.timing_passes, "utterances": cfg.timing_utterances}
         shards = runner.make_shards(specs, [it.to_json() for it in items], cfg.workers, cfg.device, threads, be,
-                                    cfg.warmup)
+                                    cfg.warmup, timing)
         self.results["config"]["threads_per_worker"] = threads
         self.results["config"]["shards"] = len(shards)
-        est = estimate_seconds(sum(it.duration for it in items), [s.backend for s in specs]) / max(1, cfg.workers)
+        timing_ids = (shards[0].get("timing") or {}).get("ids") or []  # the same subset for every model
+        self.results["config"]["timing_subset"] = timing_ids
+        duration = {it.id: it.duration for it in items}
+        audio = sum(duration.values()) + cfg.timing_passes * sum(duration[i] for i in timing_ids)
+        est = estimate_seconds(audio, [s.backend for s in specs]) / max(1, cfg.workers)
         log.info("%d utterances x %d model(s) in %d shard(s); rough estimate %.0f s of transcription on 2 CPU cores",
                  len(items), len(specs), len(shards), est)
         self.save()
@@ -304,6 +319,7 @@ class ASREvaluation:
             mem = [sh["memory"] for sh in m["shards"] if sh.get("memory")]
             row = analysis.aggregate(recs, cfg.n_boot, cfg.seed)
             row.update(analysis.speed(recs))
+            row.update(analysis.timing_summary(m.get("timing")))
             row.update({
                 "peak_memory_mb": max((x["peak_rss_mb"] for x in mem), default=None),
                 "model_memory_mb": max((x["model_rss_mb"] for x in mem), default=None),
@@ -315,7 +331,7 @@ class ASREvaluation:
                 "failures": sum(1 for f in self.results["failures"] if f.get("model") == label),
             })
             s["models"][label] = row
-            s["per_dialect"][label] = {d: analysis.aggregate(rs, cfg.n_boot, cfg.seed)
+            s["per_dialect"][label] = {d: analysis.aggregate(rs, cfg.n_boot, cfg.seed, within_dialect=True)
                                        for d, rs in analysis.group_by(recs, "dialect").items()}
             s["per_condition"][label] = {c: analysis.aggregate(rs, cfg.n_boot, cfg.seed)
                                          for c, rs in analysis.group_by(recs, "condition").items()}
@@ -326,9 +342,10 @@ class ASREvaluation:
             s["best_model"] = ranked[0]
             s["best_wer"] = s["models"][ranked[0]]["wer"]
             s["best_wer_ci95"] = s["models"][ranked[0]].get("wer_ci95")
-            fastest = min(ranked, key=lambda m: s["models"][m]["rtf"] or float("inf"))
+            # by the median of the timing passes when measured, as the advice ranks speed
+            fastest = min(ranked, key=lambda m: analysis.speed_rtf(s["models"][m]) or float("inf"))
             s["fastest_model"] = fastest
-            s["fastest_rtf"] = s["models"][fastest]["rtf"]
+            s["fastest_rtf"] = analysis.speed_rtf(s["models"][fastest])
 
     def significance(self) -> None:
         cfg = self.cfg

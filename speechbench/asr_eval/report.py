@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from speechbench.asr_eval.analysis import MIN_SPEAKER_BLOCKS
+from speechbench.asr_eval.analysis import MIN_SPEAKER_BLOCKS, speed_rtf
 from speechbench.common.figures import save_figure
 from speechbench.common.fmt import commit, commit_line, generated_from
 from speechbench.common.fmt import num as _f
@@ -36,6 +36,14 @@ def _p(x: Any) -> str:
     if not isinstance(x, (int, float)):
         return "n/a"
     return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _rtf_spread(r: dict[str, Any]) -> str:
+    """Median RTF of the timing passes with [min, max]; the one-pass RTF for results without passes."""
+    spread = r.get("rtf_spread")
+    if not spread:
+        return f"{_f(r.get('rtf'), 3)} (1 pass)"
+    return f"{_f(r.get('rtf_median'), 3)} [{_f(spread[0], 3)}, {_f(spread[1], 3)}]"
 
 
 def _params(x: Any) -> str:
@@ -93,15 +101,17 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
         made["wer_by_dialect"] = save_figure(fig, out_dir, f"{prefix}_wer_by_dialect.png")
     # 2. WER vs RTF, Pareto front, marker size ~ memory
     sm = s.get("models", {})
-    pts = [(m, sm[m]["rtf"], sm[m]["wer"], sm[m].get("peak_memory_mb")) for m in models
-           if sm[m].get("rtf") is not None and sm[m].get("wer") is not None]
+    pts = [(m, speed_rtf(sm[m]), sm[m]["wer"], sm[m].get("peak_memory_mb")) for m in models
+           if speed_rtf(sm[m]) is not None and sm[m].get("wer") is not None]
     if pts:
         front = set((res.get("advice") or {}).get("pareto_front_wer_rtf") or [])
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for m, rtf, wer, mem in pts:
             ci = sm[m].get("wer_ci95") or [None, None]
             yerr = [[100 * (wer - ci[0])], [100 * (ci[1] - wer)]] if ci[0] is not None else None
-            ax.errorbar(rtf, 100 * wer, yerr=yerr, fmt="o", ms=4 + (mem or 0) / 100,
+            spread = sm[m].get("rtf_spread")
+            xerr = [[rtf - spread[0]], [spread[1] - rtf]] if spread else None
+            ax.errorbar(rtf, 100 * wer, yerr=yerr, xerr=xerr, fmt="o", ms=4 + (mem or 0) / 100,
                         color="tab:red" if m in front else "tab:blue", alpha=0.8, capsize=2)
             ax.annotate(_short(m), (rtf, 100 * wer), textcoords="offset points", xytext=(5, 4), fontsize=7)
         fp = sorted((p for p in pts if p[0] in front), key=lambda p: p[1])
@@ -110,7 +120,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
                     label="Pareto front (WER, RTF)")
             ax.legend(fontsize=8)
         ax.set_xscale("log")
-        ax.set_xlabel("real-time factor (compute / audio), log scale")
+        ax.set_xlabel("real-time factor (compute / audio; median of the timing passes, bars min-max), log scale")
         ax.set_ylabel("WER, % (95% CI)")
         ax.set_title("Accuracy vs speed (marker size ~ peak memory)")
         made["pareto"] = save_figure(fig, out_dir, f"{prefix}_wer_vs_rtf.png")
@@ -213,17 +223,24 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
     # headline
     add("## Headline: accuracy, speed and cost per model")
     add("")
+    n_pass = next((sm[m]["timing_passes"] for m in models if sm[m].get("timing_passes")), None)
+    n_timing = next((sm[m]["timing_utterances"] for m in models if sm[m].get("timing_utterances")), None)
     add("Corpus WER = total errors / total reference words, after the same normalization of both sides. "
-        "CI: 95% bootstrap (method per row). RTF = compute / audio (RTFx = its inverse). Latency: one "
-        "utterance at a time, warm-up excluded. Memory: peak resident set of the worker process running the "
-        "model alone (imports + weights + transcription).")
+        "CI: 95% bootstrap (method per row). RTF = compute / audio (RTFx = its inverse). "
+        + (f"Speed: the median RTF of {n_pass} timing passes over the same {n_timing} utterances per model "
+           "(after the accuracy pass, one utterance at a time), [min, max] over the passes; this is the RTF "
+           "the advice and the Pareto front use. The one-pass RTF over every utterance is beside it. "
+           if n_pass else "Speed: one timed pass over every utterance (no timing passes in this run). ")
+        + "Latency: one utterance at a time, warm-up excluded. Memory: peak resident set of the worker "
+        "process running the model alone (imports + weights + transcription).")
     add("")
-    add("| model | WER | 95% CI | CI method | CER | SER | RTF | RTFx | latency p50 / p95 | peak memory | params | precision |")
+    add("| model | WER | 95% CI | CI method | CER | SER | RTF median [min, max] | RTF one pass (RTFx) | latency p50 / p95 | peak memory | params | precision |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         r = sm[m]
         add(f"| {m} | **{_pct(r.get('wer'))}** | {_ci(r.get('wer_ci95'))} | {r.get('wer_ci95_method', 'n/a')} | "
-            f"{_pct(r.get('cer'))} | {_pct(r.get('ser'), 0)} | {_f(r.get('rtf'), 3)} | {_f(r.get('rtfx'), 1)} | "
+            f"{_pct(r.get('cer'))} | {_pct(r.get('ser'), 0)} | {_rtf_spread(r)} | "
+            f"{_f(r.get('rtf'), 3)} ({_f(r.get('rtfx'), 1)}x) | "
             f"{_f(r.get('latency_ms_p50'), 0)} / {_f(r.get('latency_ms_p95'), 0)} ms | "
             f"{_f(r.get('peak_memory_mb'), 0, ' MB')} | {_params(r.get('params'))} | {r.get('precision')} |")
     add("")
@@ -235,10 +252,23 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
             add(f"- `{m}`: {why}")
         add("")
     fig("pareto", "WER vs RTF")
-    add("Speaker-block intervals resample whole speakers (their utterances are correlated); they are quoted "
-        "when speakers repeat and there are at least 10 of them, otherwise utterances are resampled. Both "
-        "are in the JSON (`wer_ci95_utterance`, `wer_ci95_speaker`).")
+    add("Sentences and speakers are crossed (every sentence is read by several speakers, every speaker reads "
+        "several sentences), so the utterances are not independent: a hard sentence is hard for every voice "
+        "and a hard voice for every sentence. The headline interval is therefore the two-way (pigeonhole) "
+        "bootstrap: sentences and speakers resampled independently, every (sentence, speaker) cell of the "
+        "drawn pairs kept, counted by the product of the draws. Without a crossed design it falls back to "
+        f"speaker blocks (speakers repeat and there are at least {MIN_SPEAKER_BLOCKS}) or utterances. The "
+        "JSON keeps each interval (`wer_ci95_two_way`, `wer_ci95_speaker`, `wer_ci95_sentence`, "
+        "`wer_ci95_utterance`); the utterance interval treats every utterance as independent.")
     add("")
+    wide = [(m, sm[m]) for m in models if sm[m].get("wer_ci95_two_way") and sm[m].get("wer_ci95_utterance")]
+    if wide:
+        add("| model | two-way (sentence x speaker) | speaker blocks | sentence blocks | utterances |")
+        add("|---|---|---|---|---|")
+        for m, r in wide:
+            add(f"| {m} | {_ci(r.get('wer_ci95_two_way'))} | {_ci(r.get('wer_ci95_speaker'))} | "
+                f"{_ci(r.get('wer_ci95_sentence'))} | {_ci(r.get('wer_ci95_utterance'))} |")
+        add("")
 
     # S/D/I
     add("## Error types")
@@ -263,9 +293,12 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
     if dialects:
         add("## WER by dialect")
         add("")
-        add(f"WER with its 95% bootstrap CI (speakers resampled as blocks where a dialect has at least "
-            f"{MIN_SPEAKER_BLOCKS} speakers, otherwise utterances resampled within the dialect). " + ("Dialects marked † are in the own CTC models' training accents; "
-                                                 "the others are held out." if in_dom else ""))
+        add("WER with its 95% bootstrap CI: the two-way bootstrap where several speakers of the dialect read the "
+            "same sentences; otherwise sentences resampled as blocks within the dialect (in the embedded "
+            "corpus each sentence is read by one of a dialect's 3 speakers: too few speakers to resample, so "
+            "that interval leaves out the speaker variance and is a lower bound on the spread). " + ("Dialects marked † are in the own CTC "
+                                                                  "models' training accents; the others are "
+                                                                  "held out." if in_dom else ""))
         add("")
         add("| dialect | n | " + " | ".join(_short(m) for m in models) + " |")
         add("|---|---|" + "---|" * len(models))
@@ -322,23 +355,33 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
             f"(`p_holm`); **bold** = significant at {sig.get('alpha')}. MAPSSWE (NIST's matched-pairs "
             "sentence-segment test) is the primary test; Wilcoxon, sign and t work on per-utterance error "
             "counts, McNemar on whole-sentence correctness. P(A better) is the paired-bootstrap probability "
-            "that A has the lower corpus WER; the CI is for WER(A) - WER(B).")
+            "that A has the lower corpus WER; the CI is for WER(A) - WER(B). The utterance-level tests take the "
+            "utterances as independent, which they are not (the voices reading one sentence share its "
+            "difficulty); the last column tests with the sentence as the unit: Wilcoxon signed-rank on "
+            "per-sentence error totals (summed over the voices), Holm over the pairs, n = sentences.")
         add("")
         add("| A | B | WER A | WER B | A - B (points) | 95% CI | P(A better) | d_z | " +
-            " | ".join(TEST_NAMES[t] for t in ("mapsswe", "wilcoxon", "sign", "paired_t", "mcnemar")) + " |")
-        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            " | ".join(TEST_NAMES[t] for t in ("mapsswe", "wilcoxon", "sign", "paired_t", "mcnemar")) +
+            " | sentence-level Wilcoxon (n) |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in sig["pairs"]:
             cells = []
             for t in ("mapsswe", "wilcoxon", "sign", "paired_t", "mcnemar"):
                 tr = p["tests"][t]
                 txt = _p(tr.get("p_holm"))
                 cells.append(f"**{txt}**" if tr.get("significant") else txt)
+            sw = (p.get("sentence_level") or {}).get("wilcoxon") or {}
+            txt = _p(sw.get("p_holm"))
+            cells.append(f"{f'**{txt}**' if sw.get('significant') else txt} "
+                         f"({(p.get('sentence_level') or {}).get('n_sentences', 'n/a')})")
             add(f"| {p['a']} | {p['b']} | {_pct(p['wer_a'])} | {_pct(p['wer_b'])} | {_pp(p['wer_diff'])} | "
                 f"{_ci(p['wer_diff_ci95'])} | {_f(p.get('p_a_better'), 3)} | {_f(p.get('cohen_dz'), 2)} | "
                 + " | ".join(cells) + " |")
         add("")
         n_sig = sum(1 for p in sig["pairs"] if p["tests"][primary].get("significant"))
-        add(f"{n_sig} of {len(sig['pairs'])} pairs differ significantly on the primary test after Holm.")
+        n_sent = sum(1 for p in sig["pairs"] if ((p.get("sentence_level") or {}).get("wilcoxon") or {}).get("significant"))
+        add(f"{n_sig} of {len(sig['pairs'])} pairs differ significantly on the primary test after Holm"
+            + (f", {n_sent} at the sentence level." if any(p.get("sentence_level") for p in sig["pairs"]) else "."))
         add("")
         fig("significance", "significance matrix")
     if sig.get("refused"):
@@ -375,11 +418,14 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
     # speed
     add("## Speed and memory")
     add("")
-    add("| model | audio | compute | RTF | latency mean / p50 / p95 / max (ms) | load | peak RSS | model RSS | backend |")
-    add("|---|---|---|---|---|---|---|---|---|")
+    add("| model | audio | compute | RTF one pass | timing passes: RTF per pass (audio) | latency mean / p50 / p95 / max (ms) | load | peak RSS | model RSS | backend |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         r = sm[m]
+        passes = (", ".join(_f(x, 3) for x in r["rtf_passes"]) + f" ({_f(r.get('timing_audio_s'), 0, ' s')})"
+                  if r.get("rtf_passes") else "n/a")
         add(f"| {m} | {_f(r.get('audio_s'), 0, ' s')} | {_f(r.get('compute_s'), 1, ' s')} | {_f(r.get('rtf'), 3)} | "
+            f"{passes} | "
             f"{_f(r.get('latency_ms_mean'), 0)} / {_f(r.get('latency_ms_p50'), 0)} / {_f(r.get('latency_ms_p95'), 0)} / "
             f"{_f(r.get('latency_ms_max'), 0)} | {_f(r.get('load_s'), 1, ' s')} | {_f(r.get('peak_memory_mb'), 0, ' MB')} | "
             f"{_f(r.get('model_memory_mb'), 0, ' MB')} | {r.get('backend')} |")
@@ -484,7 +530,11 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
         if adv.get("recommended"):
             r = sm.get(adv["recommended"], {})
             add(f"- **One model for everything:** {adv['recommended']} ({_pct(r.get('wer'))} WER, CI "
-                f"{_ci(r.get('wer_ci95'))}, RTF {_f(r.get('rtf'), 3)}, p95 {_f(r.get('latency_ms_p95'), 0, ' ms')}).")
+                f"{_ci(r.get('wer_ci95'))}, RTF {_rtf_spread(r)}, p95 {_f(r.get('latency_ms_p95'), 0, ' ms')}).")
+            if adv.get("recommended_reason"):
+                add(f"  Why: {adv['recommended_reason']}. (Rule: the cheapest eligible model, by median RTF, then "
+                    "p95 latency, then peak memory, among those the primary test does not find significantly "
+                    f"worse than the lowest-WER one, {adv.get('lowest_wer_model')}.)")
         if adv.get("excluded_by_budget"):
             add("- Outside the budget: " + "; ".join(f"{m} ({why})" for m, why in adv["excluded_by_budget"].items()) + ".")
         if adv.get("note"):
@@ -562,7 +612,14 @@ def _body(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
     add("- **Statistics**: percentile bootstrap (Bisani & Ney 2004); paired tests on the same utterances "
         "(refused with a message when the utterance sets differ); MAPSSWE segments bounded by >= 2 words "
         "both systems got right (Gillick & Cox 1989, as in NIST sc_stats); McNemar exact binomial on the "
-        "discordant sentences; Holm step-down over pairs; Friedman with tie correction.")
+        "discordant sentences; Holm step-down over pairs; Friedman with tie correction. Crossed designs "
+        "(sentences x speakers): the two-way pigeonhole bootstrap for the WER interval (Owen 2007) and "
+        "sentence-level paired tests on per-sentence error totals.")
+    add("- **Speed**: after the accuracy pass each model re-transcribes a fixed subset of the utterances "
+        "(`config.timing_subset`, the same for every model, spread over dialects and sentences) several "
+        "times in its own worker, back to back (models run one after another in separate processes, so the "
+        "passes are not interleaved across models); RTF per pass = its compute / its audio, reported as the "
+        "median with [min, max].")
     trn = res.get("trn") or {}
     if trn.get("dir"):
         add(f"- **sclite**: hypotheses and references of every model are in `{trn['dir']}` (trn format), e.g. "
@@ -583,15 +640,16 @@ def headline_markdown(res: dict[str, Any]) -> str:
         f"{commit(env, 10)}, {env.get('time_utc')}; {ds.get('utterances_evaluated')} "
         f"utterances, {len(ds.get('dialects') or {})} dialects, {_f((ds.get('audio_s') or 0) / 60, 1)} min of audio.",
         "",
-        "| model | WER (95% CI) | CER | RTF | latency p95 | peak memory | params |",
+        "| model | WER (95% CI) | CER | RTF median [min, max] | latency p95 | peak memory | params |",
         "|---|---|---|---|---|---|---|",
     ]
     for m, r in sm.items():
         lines.append(f"| {m} | {_pct(r.get('wer'))} {_ci(r.get('wer_ci95'))} | {_pct(r.get('cer'))} | "
-                     f"{_f(r.get('rtf'), 3)} | {_f(r.get('latency_ms_p95'), 0, ' ms')} | "
+                     f"{_rtf_spread(r)} | {_f(r.get('latency_ms_p95'), 0, ' ms')} | "
                      f"{_f(r.get('peak_memory_mb'), 0, ' MB')} | {_params(r.get('params'))} |")
     if adv.get("recommended"):
-        lines += ["", f"Recommended within budget: **{adv['recommended']}**; Pareto front (WER, RTF, memory): "
+        why = f" ({adv['recommended_reason']})" if adv.get("recommended_reason") else ""
+        lines += ["", f"Recommended within budget: **{adv['recommended']}**{why}; Pareto front (WER, RTF, memory): "
                       f"{', '.join(adv.get('pareto_front') or [])}."]
     un = s.get("models_unavailable") or {}
     if un:

@@ -110,10 +110,36 @@ def unavailable_reason(spec: ModelSpec, device: str) -> str | None:
     return None
 
 
+def timing_subset(utterances: list[dict[str, Any]], n: int) -> list[str]:
+    """Ids of ``n`` utterances for the repeated timing passes, chosen deterministically and spread out: the
+    k-th pick is dialect k, sentence k and condition k of the lists in order of appearance (a diagonal
+    through the grid, so 8 picks of the 10 x 9 default corpus are 8 dialects and 8 sentences), or, when
+    that cell is missing or taken, the first unused utterance of dialect k, else the first unused one."""
+    if n <= 0 or not utterances:
+        return []
+    dialects, sentences, conditions = (list(dict.fromkeys(u.get(key) for u in utterances))
+                                       for key in ("dialect", "sentence", "condition"))
+    by_cell = {}
+    for u in utterances:
+        by_cell.setdefault((u.get("dialect"), u.get("sentence"), u.get("condition")), u["id"])
+    picked: list[str] = []
+    for k in range(min(n, len(utterances))):
+        d = dialects[k % len(dialects)]
+        want = by_cell.get((d, sentences[k % len(sentences)], conditions[k % len(conditions)]))
+        if want is None or want in picked:
+            unused = [u for u in utterances if u["id"] not in picked]
+            want = next((u for u in unused if u.get("dialect") == d), unused[0])["id"]
+        picked.append(want)
+    return picked
+
+
 def make_shards(specs: list[ModelSpec], utterances: list[dict[str, Any]], workers: int, device: str,
-                threads: int, batch_effect: dict[str, Any] | None, warmup: int = 1) -> list[dict[str, Any]]:
+                threads: int, batch_effect: dict[str, Any] | None, warmup: int = 1,
+                timing: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Split each model's utterances into ``workers`` shards (interleaved, so each shard sees every
-    dialect); the first shard of each model also measures the batch-size effect."""
+    dialect); the first shard of each model also measures the batch-size effect and runs the timing
+    passes (``timing``: {"passes", "utterances"}) over a subset of its own utterances, the same subset for
+    every model, so any executor that can run the shard has the audio."""
     shards = []
     n = max(1, min(workers, len(utterances)))
     for spec in specs:
@@ -121,10 +147,13 @@ def make_shards(specs: list[ModelSpec], utterances: list[dict[str, Any]], worker
             part = utterances[k::n]
             if not part:
                 continue
+            shard_timing = None
+            if k == 0 and timing and timing.get("passes", 0) > 0 and timing.get("utterances", 0) > 0:
+                shard_timing = {"passes": timing["passes"], "ids": timing_subset(part, timing["utterances"])}
             shards.append({
                 "shard_id": f"{spec.label}#{k}", "shard_index": k, "shard_count": n,
                 "model": spec.to_json(), "utterances": part, "device": device, "threads": threads,
-                "warmup": warmup, "batch_effect": batch_effect if k == 0 else None,
+                "warmup": warmup, "batch_effect": batch_effect if k == 0 else None, "timing": shard_timing,
             })
     return shards
 

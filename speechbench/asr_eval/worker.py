@@ -12,8 +12,13 @@ the chosen backend needs: torch is loaded for the CTC models, not for Whisper or
 
 Measurement: the model is loaded (timed), warmed up on the first utterance (not recorded), then every
 utterance is transcribed alone (batch size 1) and timed with ``perf_counter`` around ``transcribe``; audio
-loading is outside the timer. Backends that batch are then timed on the first few utterances at several
-batch sizes (the batch-size effect).
+loading is outside the timer. Then the timing passes: a fixed subset of the shard's utterances (the
+shard's ``timing.ids``, the same for every model) is transcribed again ``timing.passes`` times, one at a
+time, each pass timed as a whole, so the speed figure is a median with a spread rather than one draw of
+the machine's noise. The passes repeat within this model's worker, back to back: models run in separate
+processes one after another, so interleaving passes across models would mean reloading every model per
+pass. Backends that batch are then timed on the first few utterances at several batch sizes (the
+batch-size effect).
 
 Progress goes to stdout as ``progress <n>`` lines for the parent's progress bar.
 """
@@ -125,6 +130,23 @@ def _batch_effect(rec: Any, waves: list[Any], sizes: list[int]) -> list[dict[str
     return rows
 
 
+def _timing_passes(rec: Any, clips: list[tuple[str, Any]], passes: int) -> dict[str, Any]:
+    """Transcribe the same clips ``passes`` times, one utterance at a time as in the accuracy pass (warm
+    by now); per pass the total compute over the total audio (RTF) and each clip's latency."""
+    audio_s = sum(len(w) for _, w in clips) / rec.sample_rate
+    rows = []
+    for k in range(passes):
+        latencies = []
+        for _, w in clips:
+            t0 = time.perf_counter()
+            rec.transcribe([w])
+            latencies.append(time.perf_counter() - t0)
+        compute = sum(latencies)
+        rows.append({"pass": k + 1, "compute_s": compute, "rtf": compute / audio_s if audio_s else None,
+                     "latency_s": latencies})
+    return {"utterances": [i for i, _ in clips], "audio_s": audio_s, "passes": rows}
+
+
 def run_shard(shard: dict[str, Any], out_path: Path) -> dict[str, Any]:
     t_start = time.perf_counter()
     import numpy as np
@@ -152,8 +174,10 @@ def run_shard(shard: dict[str, Any], out_path: Path) -> dict[str, Any]:
 
     items = shard["utterances"]
     be = shard.get("batch_effect")
-    # Only the clips the batch-effect pass reuses stay in memory, so the peak RSS is the model's own.
-    keep = {it["id"] for it in items[: (be or {}).get("utterances", 0) + 3]}
+    timing = shard.get("timing") or {}
+    # Only the clips the batch-effect and timing passes reuse stay in memory (a few MB of audio), so the
+    # peak RSS is the model's own.
+    keep = {it["id"] for it in items[: (be or {}).get("utterances", 0) + 3]} | set(timing.get("ids") or [])
     waves: dict[str, Any] = {}
 
     def wave(it: dict[str, Any]) -> Any:
@@ -203,6 +227,16 @@ def run_shard(shard: dict[str, Any], out_path: Path) -> dict[str, Any]:
             rf.write(json.dumps(row) + "\n")
             rf.flush()
             _progress()
+
+    if timing.get("ids") and timing.get("passes", 0) > 0:
+        # only clips that loaded and transcribed in the accuracy pass: a failing one is already recorded
+        done = {r["id"] for r in out["records"]}
+        by_id = {it["id"]: it for it in items}
+        try:
+            clips = [(i, wave(by_id[i])) for i in timing["ids"] if i in done and i in by_id]
+            out["timing"] = _timing_passes(rec, clips, int(timing["passes"])) if clips else None
+        except Exception as e:
+            out["timing_error"] = f"{type(e).__name__}: {e}"
 
     if be and hasattr(rec, "batch_size"):
         clips = []
