@@ -105,6 +105,7 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(sapp: ServerApp, host: str, port: int, sock: socket.socket | None = None) -> uvicorn.Config:
     return uvicorn.Config(sapp.app, host=host, port=port, log_level="warning", ws="websockets-sansio",
+                          loop="auto",  # uvloop when installed (a dependency off Windows), else asyncio
                           ws_max_size=16 * 2**20, lifespan="on", timeout_graceful_shutdown=5,
                           access_log=False)
 
