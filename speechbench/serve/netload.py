@@ -50,7 +50,7 @@ async def stream_audio(url: str, audio: np.ndarray, chunk_ms: int = 40, realtime
     step = SR * chunk_ms // 1000
     messages: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
-        async with connect(url, max_size=2**20) as ws:
+        async with connect(url, max_size=2**20, compression=None) as ws:
             async def receive() -> None:
                 async for m in ws:
                     messages.append(json.loads(m))
@@ -105,7 +105,8 @@ class _Client:
         tr = self.tr
         await asyncio.sleep(max(0.0, tr.start - time.perf_counter()))
         try:
-            ws = await connect(url, max_size=2**20, open_timeout=10)
+            # no permessage-deflate (the server refuses it anyway): PCM does not compress
+            ws = await connect(url, max_size=2**20, open_timeout=10, compression=None)
         except InvalidStatus as e:
             code = str(e.response.status_code)
             self.stats.refused[code] = self.stats.refused.get(code, 0) + 1

@@ -27,7 +27,7 @@ from speechbench.asr.ctc.tokenizer import CHARS, Tokenizer
 from speechbench.common.measure import PeakMemory, capture_environment, host_rss_mb
 from speechbench.common.noise import NoiseMonitor
 from speechbench.common.results import SectionedRun
-from speechbench.streaming.capacity import CapacitySearch, SearchConfig
+from speechbench.streaming.capacity import CapacitySearch, SearchConfig, compact_run
 from speechbench.streaming.engine import StreamingEngine, StreamingEngineConfig
 from speechbench.streaming.loadgen import (
     Collector,
@@ -84,6 +84,7 @@ class StreamingBenchConfig:
     capacity_resolution: float = 0.125
     capacity_bisect_steps: int = 2
     compare_bisect_steps: int = 1  # the same for the pretrained recognizers (a Whisper level takes ~25 s)
+    network_bisect_steps: int = 1  # and over the network (its levels are fractions of in-process capacity)
     overload_duration_s: float = 20.0
     soak_minutes: float = 0.0
     parity_streams: int = 16  # concurrent streams in the unpaced parity run
@@ -108,7 +109,7 @@ class StreamingBenchConfig:
         base = cls(quick=True, utterances=12, streams=[1, 8], duration_s=6.0, ramp_s=0.5, baseline_streams=[1, 4],
                    baseline_duration_s=4.0, overload_duration_s=4.0, parity_streams=4,
                    compare_streams=[1, 2], compare_duration_s=5.0, network_streams=[4], network_duration_s=3.0,
-                   capacity_bisect_steps=1, compare_bisect_steps=0)
+                   capacity_bisect_steps=1, compare_bisect_steps=0, network_bisect_steps=0)
         for k, v in overrides.items():
             setattr(base, k, v)
         return base
@@ -776,14 +777,6 @@ class StreamingBenchmark(SectionedRun):
                 "twice the network capacity against --max-streams = it: server up, excess refused with 503, "
                 "admitted clients' p95")
         return out
-
-
-def compact_run(r: dict[str, Any]) -> dict[str, Any]:
-    """What the capacity search keeps of a level's run in its attempt list (the full run is kept too)."""
-    keys = ("streams", "sustained", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "shed_chunks",
-            "failed_streams", "wall_s")
-    return {k: r.get(k) for k in keys} | {"noise": {k: (r.get("noise") or {}).get(k) for k in
-                                                    ("steal_share", "foreign_cpu_share", "suspect")}}
 
 
 def pooled_wer(levels: list[dict[str, Any]]) -> dict[str, Any]:

@@ -88,4 +88,12 @@ class CapacitySearch:
                 "attempts": self.attempts}
 
 
-__all__ = ["CapacitySearch", "SearchConfig"]
+def compact_run(r: dict[str, Any]) -> dict[str, Any]:
+    """What the capacity search keeps of a level's run in its attempt list (the full run is kept too)."""
+    keys = ("streams", "sustained", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "shed_chunks",
+            "failed_streams", "wall_s")
+    return {k: r.get(k) for k in keys} | {"noise": {k: (r.get("noise") or {}).get(k) for k in
+                                                    ("steal_share", "foreign_cpu_share", "suspect")}}
+
+
+__all__ = ["CapacitySearch", "SearchConfig", "compact_run"]

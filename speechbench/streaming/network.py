@@ -31,6 +31,7 @@ import numpy as np
 import psutil
 
 from speechbench.common.noise import NoiseMonitor
+from speechbench.streaming.capacity import CapacitySearch, SearchConfig, compact_run
 from speechbench.streaming.loadgen import LoadConfig, score_tracks, wer_counts
 
 log = logging.getLogger(__name__)
@@ -181,20 +182,32 @@ def measure_network(bench: Any) -> dict[str, Any]:
     log_path.parent.mkdir(exist_ok=True)
     rec: dict[str, Any] = {"levels": levels, "runs": [], "server_log": str(log_path.relative_to(ROOT))}
     bench.results["network"] = rec
-    with ServerProcess(server_args(bench, max(c.max_streams, max(levels))), log_path) as sp:
-        for n in levels:
+    top = max(c.max_streams, max(levels))
+    with ServerProcess(server_args(bench, top), log_path) as sp:
+        def run(n: int, into: list[dict[str, Any]]) -> dict[str, Any]:
             t0 = time.perf_counter()
             r = run_net_level(bench, sp, n, c.network_duration_s, c.latency_bound_ms)
-            rec["runs"].append(r)
+            into.append(r)
             bench.save()
             log.info("network %4d streams: p50 %s p95 %s ms, shed %d, refused %d, errors %d, server cpu %.1f s, "
                      "client cpu %.1f s [%.0f s]", n, r["chunk_latency_ms_p50"], r["chunk_latency_ms_p95"],
                      r["shed_chunks"], r["refused_streams"], r["errors"], r["server_cpu_s"], r["client_cpu_s"],
                      time.perf_counter() - t0)
-            if not r["sustained"]:
+            return r
+
+        for n in levels:
+            if not run(n, rec["runs"])["sustained"]:
                 break
-    ok = [r["streams"] for r in rec["runs"] if r["sustained"]]
-    cap = max(ok) if ok else 0
+        # The same confirmation as in-process (2 of up to 3 runs) and a bisection step, so the share of
+        # in-process capacity compares two confirmed figures, not one lucky or unlucky run each.
+        rec["search_runs"] = []
+        search = CapacitySearch(lambda n: compact_run(run(min(n, top), rec["search_runs"])),
+                                SearchConfig(repeats=c.capacity_repeats, need=min(2, c.capacity_repeats),
+                                             resolution=c.capacity_resolution,
+                                             max_bisect_steps=c.network_bisect_steps))
+        found = search.search([compact_run(r) for r in rec["runs"]])
+        rec["capacity_search"] = found
+    cap = found["confirmed_streams"]
     rec["max_streams_p95_under_100ms"] = cap
     if cap:
         with ServerProcess(server_args(bench, cap), log_path) as sp:
@@ -216,7 +229,7 @@ def network_summary(res: dict[str, Any]) -> dict[str, Any] | None:
         return None
     runs = net.get("runs") or []
     cap = net.get("max_streams_p95_under_100ms", 0)
-    at = next((r for r in runs if r["streams"] == cap), None)
+    at = next((r for r in runs + (net.get("search_runs") or []) if r["streams"] == cap and r["sustained"]), None)
     inproc = (res.get("summary") or {}).get("max_streams_p95_under_100ms")
     sweep = res.get("sweep") or []
     if inproc is None and sweep:
@@ -228,6 +241,8 @@ def network_summary(res: dict[str, Any]) -> dict[str, Any] | None:
         "chunk_latency_ms_p95": at.get("chunk_latency_ms_p95") if at else None,
         "chunk_latency_ms_p50": at.get("chunk_latency_ms_p50") if at else None,
         "levels_tested": [r["streams"] for r in runs],
+        "capacity_repeats": [{k: a.get(k) for k in ("streams", "phase", "sustained", "chunk_latency_ms_p95")}
+                             for a in (net.get("capacity_search") or {}).get("attempts", [])],
         "in_process_max_streams": inproc,
         "share_of_in_process": cap / inproc if inproc else None,
         "wer_at_max": at.get("wer") if at else None,

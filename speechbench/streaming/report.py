@@ -171,7 +171,7 @@ def network_markdown(res: dict[str, Any]) -> list[str]:
          "| streams | in-process p50 / p95 ms | network p50 / p95 / p99 ms | network sustained | shed | "
          "server / client CPU s | batch | WER network / in-process |",
          "|---|---|---|---|---|---|---|---|"]
-    for r in net["runs"]:
+    for r in net["runs"] + (net.get("search_runs") or []):
         ip = sweep.get(r["streams"]) or {}
         L.append(f"| {r['streams']} | {_f(ip.get('chunk_latency_ms_p50'))} / {_f(ip.get('chunk_latency_ms_p95'))} | "
                  f"{_f(r.get('chunk_latency_ms_p50'))} / {_f(r.get('chunk_latency_ms_p95'))} / "
@@ -183,7 +183,9 @@ def network_markdown(res: dict[str, Any]) -> list[str]:
              "bound)") if top is not None and top == ns.get("in_process_max_streams") else ""
     L += ["", f"Network capacity: **{ns.get('max_streams_p95_under_100ms')}** streams (levels tested "
           f"{ns.get('levels_tested')}, up to the in-process capacity of {ns.get('in_process_max_streams')}{bound}: "
-          f"{_pct(ns.get('share_of_in_process'))} of it)."]
+          f"{_pct(ns.get('share_of_in_process'))} of it; both confirmed: sustained in 2 of up to 3 runs). "
+          "The rows after the first failing level are the confirmation and bisection runs, in the order "
+          "they ran."]
     ov = net.get("overload") or {}
     if ov:
         L += ["", f"Twice that ({ov.get('streams')} clients) against a server with `--max-streams "
