@@ -41,7 +41,7 @@ DEFAULT_OUTPUT = "results/asr_evaluation_results.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from speechbench.asr_eval.evaluation import DEFAULT_SENTENCES, EvalConfig
+    from speechbench.asr_eval.config import DEFAULT_SENTENCES, EvalConfig
     from speechbench.asr_eval.executors import EXECUTORS
     from speechbench.asr_eval.runner import DEFAULT_MODELS
     from speechbench.common.cli import add_common_args
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(a: argparse.Namespace, device: str):
-    from speechbench.asr_eval.evaluation import EvalConfig
+    from speechbench.asr_eval.config import EvalConfig
     from speechbench.asr_eval.runner import DEFAULT_MODELS
 
     cfg = EvalConfig.quick_preset() if a.quick else EvalConfig()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from speechbench.asr_eval.analysis import PairingError, aggregate, compare_pair, error_analysis
+from speechbench.asr_eval.analysis import PairingError, aggregate, compare_pair
+from speechbench.asr_eval.errors import error_analysis
 from speechbench.asr_eval.export import trn_id, write_trn
 from speechbench.asr_eval.scoring import align, corpus_wer, score, score_normalized
 

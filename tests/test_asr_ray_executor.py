@@ -15,7 +15,8 @@ import sys
 import pytest
 
 from speechbench.asr_eval import dataset, runner
-from speechbench.asr_eval.evaluation import ASREvaluation, EvalConfig
+from speechbench.asr_eval.config import EvalConfig
+from speechbench.asr_eval.evaluation import ASREvaluation
 from speechbench.asr_eval.ray_executor import RayExecutor, RayUnavailable, import_ray
 
 MODEL = "whisper-tiny.en-int8"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speechbench.asr_eval import analysis, dataset, runner
+from speechbench.asr_eval import analysis, dataset, errors, runner
 from speechbench.asr_eval.advice import make_advice
+from speechbench.asr_eval.config import EvalConfig, estimate_seconds
 from speechbench.asr_eval.executors import get_executor
 from speechbench.asr_eval.export import write_trn
 from speechbench.asr_eval.scoring import score
@@ -24,67 +24,6 @@ from speechbench.common.results import write_json_atomic
 log = logging.getLogger(__name__)
 
 SCHEMA = "asr_evaluation/1"
-# Default subset of the default corpus: 10 of its 60 sentences in each of the 9 voices = 90 utterances,
-# ~7 minutes of audio. With whisper-base-int8 and moonshine-tiny in the default models the sum is ~1.0 RTF
-# on 2 CPU cores (see DEFAULT_RTF_ESTIMATE); 18 sentences (the earlier default) took 14.4 min with seven
-# models and would take ~20 with nine, so utterances were cut, not models or statistics.
-DEFAULT_SENTENCES = 10
-# --quick: 2 of the quick corpus' 4 sentences x 3 voices x 2 conditions = 12 utterances (~50 s of audio), so
-# the default models plus start-up stay around 2 minutes.
-QUICK_SENTENCES = 2
-# Rough CPU cost per second of audio at 2 threads, for the run-time estimate printed before measuring
-# (measured on this project's 2-core machine; a guide for sizing, not a result).
-DEFAULT_RTF_ESTIMATE = {"whisper": 0.2, "whisper-base": 0.3, "moonshine": 0.05, "pocketsphinx": 0.22,
-                        "ctc": 0.03}
-# Timing passes (speed as a median with a spread, issue 14): 8 utterances (45 s of audio in the default
-# corpus: 8 dialects, 8 sentences) x 3 passes = 134 s of audio per model; at the committed run's per-model
-# RTFs that adds ~80 s to the ~350 s nine-model default run. --quick: 2 x 3 (~28 s of audio per model).
-DEFAULT_TIMING_PASSES = 3
-DEFAULT_TIMING_UTTERANCES = 8
-QUICK_TIMING_UTTERANCES = 2
-
-
-@dataclass
-class EvalConfig:
-    manifests: list[str] = field(default_factory=list)  # empty: the embedded corpus (preset below)
-    corpus_preset: str = "default"
-    models: list[str] = field(default_factory=lambda: list(runner.DEFAULT_MODELS))
-    sentences: int | None = DEFAULT_SENTENCES
-    max_utterances: int | None = None
-    dialects: list[str] | None = None
-    conditions: list[str] | None = None
-    workers: int = 1
-    threads: int = 0  # per worker; 0 = CPU count / workers
-    device: str = "cpu"
-    seed: int = 0
-    n_boot: int = 2000
-    alpha: float = 0.05
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8])
-    batch_utterances: int = 8
-    warmup: int = 1
-    timing_passes: int = DEFAULT_TIMING_PASSES  # 0 = no timing passes (speed from the accuracy pass only)
-    timing_utterances: int = DEFAULT_TIMING_UTTERANCES
-    latency_budget_ms: float | None = None
-    memory_budget_mb: float | None = None
-    trn_dir: str | None = None  # default: <output stem>_trn next to the JSON... set by the CLI
-    shard_timeout_s: float | None = None
-    executor: str = "process"  # executors.EXECUTORS: local worker processes, or Ray tasks (ray_executor.py)
-    ray_address: str | None = None  # None: a local Ray instance sized to ``workers``; else join this cluster
-    ray_upload: str = "auto"  # ship the audio through Ray's object store: auto = when joining a cluster
-    quick: bool = False
-    progress: bool = True
-
-    @classmethod
-    def quick_preset(cls) -> EvalConfig:
-        # Two workers: four real recognizers one after another took 124 s on 2 cores (pocketsphinx alone
-        # 46 s on the noisy clips), over the 2-minute smoke budget.
-        return cls(corpus_preset="quick", sentences=QUICK_SENTENCES, n_boot=1000, batch_sizes=[1, 2],
-                   batch_utterances=2, quick=True, workers=2, timing_utterances=QUICK_TIMING_UTTERANCES)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def score_record(raw: dict[str, Any], item: dict[str, Any], model: str) -> dict[str, Any]:
     s = score(item["text"], raw["hyp_raw"])
     rec = {"model": model, "id": item["id"], "dialect": item["dialect"], "speaker": item["speaker"],
@@ -108,7 +47,7 @@ def _model_meta_for_own(spec: runner.ModelSpec, info: dict[str, Any]) -> dict[st
         accents = (((payload.get("meta") or {}).get("corpus") or {}).get("config") or {}).get("accents")
         out["training_accents"] = list(accents) if accents else None
         texts = payload.get("lm_texts") or []
-        out["training_vocabulary"] = analysis.vocabulary_from_texts(texts) if texts else None
+        out["training_vocabulary"] = errors.vocabulary_from_texts(texts) if texts else None
         out["training_sentences"] = len(texts)
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
@@ -395,7 +334,7 @@ class ASREvaluation:
             from speechbench.speech.texts import training_sentences
 
             n = 4000
-            vocab = analysis.vocabulary_from_texts(training_sentences(n, seed=0))
+            vocab = errors.vocabulary_from_texts(training_sentences(n, seed=0))
             source = f"the project's generated training text (texts.training_sentences({n}, seed=0))"
         refs = {w for r in self.results["utterances"] for w in r["ref"].split()}
         out = self.results["analysis"]
@@ -406,8 +345,8 @@ class ASREvaluation:
             own_vocab = None
             if m in own_meta and own_meta[m].get("training_vocabulary"):
                 own_vocab = set(own_meta[m]["training_vocabulary"])
-            out["models"][m] = analysis.error_analysis(recs, vocab, own_vocab)
-        out["hardest_utterances"] = analysis.hardest_utterances(by_model)
+            out["models"][m] = errors.error_analysis(recs, vocab, own_vocab)
+        out["hardest_utterances"] = errors.hardest_utterances(by_model)
         for meta in own_meta.values():  # the full vocabularies are large; the counts above suffice
             if meta.get("training_vocabulary"):
                 meta["training_vocabulary_types"] = len(meta.pop("training_vocabulary"))
@@ -449,13 +388,3 @@ class ASREvaluation:
         self.results["status"] = "complete_with_failures" if model_fail else "complete"
         self.save()
         return self.results
-
-
-def estimate_seconds(audio_s: float, models: list[str]) -> float:
-    """A rough run-time estimate (transcription, start-up and warm-up) from DEFAULT_RTF_ESTIMATE."""
-    total = 0.0
-    for m in models:
-        key = ("whisper-base" if "whisper-base" in m else "whisper" if "whisper" in m else
-               "moonshine" if m.startswith("moonshine") else "ctc" if m.startswith("ctc") else "pocketsphinx")
-        total += DEFAULT_RTF_ESTIMATE[key] * audio_s + 3.0
-    return total

@@ -19,6 +19,11 @@ def num(x: Any, nd: int = 1, suffix: str = "") -> str:
     return "n/a"
 
 
+def sci(x: Any, nd: int = 2) -> str:
+    """Scientific notation (tiny differences such as a max abs error), "n/a" for a missing value."""
+    return "n/a" if x is None else f"{x:.{nd}e}"
+
+
 def pct(x: Any, nd: int = 1) -> str:
     """A fraction as a percentage: 0.169 -> '16.9%'."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
