@@ -21,16 +21,16 @@ import logging
 import sys
 from pathlib import Path
 
-from speechbench.asr.ctc.data import (
+from speechbench.asr.ctc.model import SIZES
+from speechbench.asr.ctc.tokenizer import normalize_target
+from speechbench.asr.ctc.training.data import (
     IN_DOMAIN_ACCENTS,
     NO_AUGMENT,
     TRAIN_CORPORA,
     AugmentConfig,
     split_by_sentence,
 )
-from speechbench.asr.ctc.model import SIZES
-from speechbench.asr.ctc.tokenizer import normalize_target
-from speechbench.asr.ctc.train import TrainConfig, train
+from speechbench.asr.ctc.training.train import TrainConfig, train
 from speechbench.speech.corpus import ALL_ACCENTS, DEFAULT_ROOT, build_corpus
 from speechbench.speech.manifest import Utterance, read_manifest
 
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.init_from and not args.score:  # an unusable starting point fails now, before any synthesis
         from speechbench.asr.ctc.checkpoint import load_checkpoint
-        from speechbench.asr.ctc.grow import start_problem
         from speechbench.asr.ctc.model import SIZES
+        from speechbench.asr.ctc.training.grow import start_problem
 
         init_cfg = load_checkpoint(args.init_from)[0].cfg
         if reason := start_problem(init_cfg, SIZES[args.model]):
@@ -226,8 +226,9 @@ def score(args: argparse.Namespace, utts: list[Utterance]) -> int:
     training corpus that picked the checkpoints (never on the evaluation set)."""
     import json
 
-    from speechbench.asr.ctc.scorecard import score_checkpoint
-    from speechbench.asr.ctc.train import companion, write_model_card
+    from speechbench.asr.ctc.training.model_card import write_model_card
+    from speechbench.asr.ctc.training.scorecard import score_checkpoint
+    from speechbench.asr.ctc.training.train import companion
     from speechbench.common.results import write_json_atomic
 
     external = [u for u in read_manifest(args.val_manifest).utterances if u.condition in args.val_conditions]

@@ -90,7 +90,7 @@ def test_streaming_checkpoint_chunk_by_chunk_equals_whole_utterance(speech):
 def test_scorecard_scores_by_accent_and_reports_the_beam_tuning_set(speech, tmp_path):
     """``train_asr.py --score``: per-accent greedy and beam+LM scores, plus the held-out training-grammar
     sentences the beam weights were tuned on, rendered into the model card."""
-    from speechbench.asr.ctc.scorecard import render_scorecard, score_checkpoint
+    from speechbench.asr.ctc.training.scorecard import render_scorecard, score_checkpoint
     from speechbench.speech.audio import save_audio
     from speechbench.speech.manifest import Utterance, write_manifest
 

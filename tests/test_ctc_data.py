@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from speechbench.asr.ctc.data import (
+from speechbench.asr.ctc.training.data import (
     AugmentConfig,
     BucketBatchSampler,
     SpeechDataset,

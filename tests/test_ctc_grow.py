@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechbench.asr.ctc.grow import can_grow, grow
 from speechbench.asr.ctc.model import SIZES, CTCModel, ModelConfig
+from speechbench.asr.ctc.training.grow import can_grow, grow
 
 SMALL = ModelConfig(name="s", conv_channels=(4, 6), proj=12, hidden=10, layers=2)
 WIDE = ModelConfig(name="w", conv_channels=(4, 9), proj=16, hidden=14, layers=2)

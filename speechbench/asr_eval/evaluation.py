@@ -304,7 +304,7 @@ class ASREvaluation:
         out: dict[str, Any] = {"control_model": control, "models": {}}
         meta = self.results["analysis"].setdefault("own_models", {})
         try:
-            from speechbench.asr.ctc.data import IN_DOMAIN_ACCENTS
+            from speechbench.asr.ctc.training.data import IN_DOMAIN_ACCENTS
         except Exception:
             IN_DOMAIN_ACCENTS = ("en-us", "en", "piper")  # noqa: N806
         for m in by_model:

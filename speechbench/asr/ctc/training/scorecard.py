@@ -16,10 +16,10 @@ from typing import Any
 import jiwer
 import torch
 
-from speechbench.asr.ctc.data import IN_DOMAIN_ACCENTS
 from speechbench.asr.ctc.decode import BeamConfig, CharNgramLM, greedy_decode, prefix_beam_search
 from speechbench.asr.ctc.features import LogMel, waveforms_to_batch
 from speechbench.asr.ctc.tokenizer import Tokenizer, normalize_target
+from speechbench.asr.ctc.training.data import IN_DOMAIN_ACCENTS
 from speechbench.speech.audio import load_audio
 from speechbench.speech.manifest import Utterance, read_manifest
 

@@ -28,7 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from speechbench.asr.ctc.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint  # noqa: F401
-from speechbench.asr.ctc.data import (
+from speechbench.asr.ctc.decode import greedy_decode
+from speechbench.asr.ctc.features import FeatureConfig, LogMel
+from speechbench.asr.ctc.model import SIZES, CTCModel
+from speechbench.asr.ctc.tokenizer import Tokenizer
+from speechbench.asr.ctc.training.data import (
     AugmentConfig,
     BucketBatchSampler,
     SpeechDataset,
@@ -37,13 +41,8 @@ from speechbench.asr.ctc.data import (
     eval_batches,
     spec_augment,
 )
-from speechbench.asr.ctc.decode import greedy_decode
-from speechbench.asr.ctc.features import FeatureConfig, LogMel
-from speechbench.asr.ctc.grow import grow, start_problem
-from speechbench.asr.ctc.model import SIZES, CTCModel
-from speechbench.asr.ctc.tokenizer import Tokenizer
-from speechbench.common.fmt import pct as _pct
-from speechbench.common.results import write_text_atomic
+from speechbench.asr.ctc.training.grow import grow, start_problem
+from speechbench.asr.ctc.training.model_card import write_model_card
 from speechbench.speech.manifest import Utterance
 
 log = logging.getLogger(__name__)
@@ -200,6 +199,93 @@ class JsonlLog:
         self.f.close()
 
 
+def initial_model(cfg: TrainConfig, train_ds: SpeechDataset, extractor: LogMel) -> tuple[CTCModel, dict | None]:
+    """The model a run starts from: fresh (feature statistics from the training audio), the weights of
+    ``init_from`` (same size), or ``init_from`` widened into the larger size (returns its config as
+    ``grown_from``)."""
+    model = CTCModel(SIZES[cfg.model])
+    if not cfg.init_from:
+        model.set_feature_stats(*feature_stats(train_ds, extractor, cfg.stats_utterances, cfg.seed))
+        return model, None
+    init, _, _ = load_checkpoint(cfg.init_from)
+    if reason := start_problem(init.cfg, model.cfg):
+        raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, which cannot start a "
+                         f"{cfg.model!r} one: {reason}")
+    if init.cfg == model.cfg:
+        model.load_state_dict(init.state_dict())  # feature statistics included: inputs keep their scale
+        return model, None
+    # A smaller trained model widened without changing its outputs (see grow.py); the new units train from here.
+    return grow(init, model.cfg, cfg.seed), init.cfg.to_json()
+
+
+def train_step(model: CTCModel, extractor: LogMel, batch: Any, cfg: TrainConfig, opt: torch.optim.Optimizer,
+               gen: torch.Generator) -> tuple[float, bool]:
+    """One optimizer step on a batch (SpecAugment, CTC loss, clipped gradients): (loss, whether it learned).
+    A batch whose every target is longer than its frames has an infinite or zero loss: nothing to learn."""
+    feats, flen = extractor(batch.audio, batch.audio_lengths)
+    spec_augment(feats, flen, cfg.augment, model.feat_mean, gen)
+    lp, olen = model(feats, flen)
+    loss = F.ctc_loss(lp.transpose(0, 1), batch.targets, olen, batch.target_lengths, blank=0,
+                      reduction="mean", zero_infinity=True)
+    opt.zero_grad(set_to_none=True)
+    learned = bool(torch.isfinite(loss) and loss.item() > 0)
+    if learned:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+    return loss.item(), learned
+
+
+def update_checkpoint_meta(path: Path, meta: dict[str, Any]) -> None:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["meta"].update(meta)
+    torch.save(ckpt, path)
+
+
+def budget_steps(step: int, step_times: list[float], val_seconds: float, val_every: int,
+                 remaining_s: float) -> tuple[int, float]:
+    """The total step count that fits a --minutes budget at the measured pace, and the recent step time.
+
+    Fitted after the first ``calib_steps`` and again at every validation: the pace drifts (utterance
+    lengths, other load on the machine), and a schedule sized from the first 20 steps alone ended a run
+    with its learning rate still high, or decayed it long before the time was up.
+    """
+    recent = float(np.mean(step_times[1:][-200:]))
+    per_step = recent + val_seconds / val_every
+    return max(step + 1, step + int(remaining_s / per_step)), recent
+
+
+def optimizer_and_schedule(cfg: TrainConfig, model: CTCModel, budget_s: float | None
+                           ) -> tuple[torch.optim.Optimizer, WarmupCosine, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with the warm-up + cosine multiplier. Before calibration a --minutes run guesses 1 s a step;
+    only warm-up runs on the guess."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = WarmupCosine(cfg.steps or max(cfg.calib_steps * 4, int(budget_s or 0)), cfg.warmup_frac,
+                            cfg.final_lr_frac)
+    return opt, schedule, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def validation_row(model: CTCModel, extractor: LogMel, val_ds: dict[str, SpeechDataset], primary: str | None,
+                   batch_size: int, tokenizer: Tokenizer, step: int) -> dict[str, Any]:
+    """Greedy CER/WER on every validation set; ``val_cer``/``val_wer`` from the set that picks the checkpoint."""
+    row: dict[str, Any] = {"event": "val", "step": step}
+    for name, ds in val_ds.items():
+        row[name] = evaluate(model, extractor, ds, batch_size, tokenizer)
+    if primary is not None:
+        row["val_cer"], row["val_wer"] = row[primary]["cer"], row[primary]["wer"]
+    return row
+
+
+def start_row(cfg: TrainConfig, model: CTCModel, grown_from: dict | None, corpus: dict[str, Any] | None,
+              train_ds: SpeechDataset, val_ds: dict[str, SpeechDataset]) -> dict[str, Any]:
+    """The training log's first row: everything the model card needs about the run's set-up."""
+    return {"event": "start", "name": cfg.run_name, "config": cfg.to_json(), "model": model.cfg.to_json(),
+            "params": model.num_params, "grown_from": grown_from, "corpus": corpus or {},
+            "train_utterances": len(train_ds), "train_hours": corpus_hours(train_ds.utts),
+            "val_utterances": {k: len(v) for k, v in val_ds.items()}, "hardware": hardware(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, list[Utterance]],
           corpus: dict[str, Any] | None = None) -> TrainResult:
     """Train one model. ``val_sets``: name -> utterances; the first set picks the best checkpoint."""
@@ -212,41 +298,19 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
     tokenizer = Tokenizer()
     train_ds = SpeechDataset(train_utts, tokenizer, cfg.augment)
     val_ds = {name: SpeechDataset(u, tokenizer) for name, u in val_sets.items() if u}
-    primary = next(iter(val_sets), None)  # the first set picks the checkpoint; the others are only reported
-    if primary not in val_ds:
-        primary = None
+    first = next(iter(val_sets), None)
+    primary = first if first in val_ds else None  # the first set picks the checkpoint; the others are reported
     extractor = LogMel(cfg.features)
-    model = CTCModel(SIZES[cfg.model])
-    grown_from = None
-    if cfg.init_from:
-        init, _, _ = load_checkpoint(cfg.init_from)
-        if reason := start_problem(init.cfg, model.cfg):
-            raise ValueError(f"{cfg.init_from} holds a {init.cfg.name!r} model, which cannot start a "
-                             f"{cfg.model!r} one: {reason}")
-        if init.cfg == model.cfg:
-            model.load_state_dict(init.state_dict())  # feature statistics included: inputs keep their scale
-        else:
-            # A smaller trained model widened without changing its outputs (see grow.py); the new units
-            # train from here.
-            model, grown_from = grow(init, model.cfg, cfg.seed), init.cfg.to_json()
-    else:
-        model.set_feature_stats(*feature_stats(train_ds, extractor, cfg.stats_utterances, cfg.seed))
+    model, grown_from = initial_model(cfg, train_ds, extractor)
     model.train()
 
     out = Path(cfg.out)
     logf = JsonlLog(companion(out, ".train.jsonl"))
     hours = corpus_hours(train_ds.utts)
-    logf.write({"event": "start", "name": cfg.run_name, "config": cfg.to_json(), "model": model.cfg.to_json(),
-                "params": model.num_params, "grown_from": grown_from, "corpus": corpus or {}, "train_utterances": len(train_ds),
-                "train_hours": hours, "val_utterances": {k: len(v) for k, v in val_ds.items()},
-                "hardware": hardware(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    logf.write(start_row(cfg, model, grown_from, corpus, train_ds, val_ds))
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     budget_s = cfg.minutes * 60 if cfg.minutes else None
-    # Before calibration a --minutes run guesses 1 s a step; only warm-up runs on the guess.
-    schedule = WarmupCosine(cfg.steps or max(cfg.calib_steps * 4, int(budget_s or 0)), cfg.warmup_frac,
-                            cfg.final_lr_frac)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    opt, schedule, sched = optimizer_and_schedule(cfg, model, budget_s)
     sampler = BucketBatchSampler(train_ds.durations, cfg.batch_size, cfg.seed)
     loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
                                          num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
@@ -262,14 +326,10 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
     def validate() -> dict[str, Any]:
         nonlocal best, val_seconds
         t0 = time.perf_counter()
-        row: dict[str, Any] = {"event": "val", "step": step}
-        for name, ds in val_ds.items():
-            r = evaluate(model, extractor, ds, cfg.eval_batch_size, tokenizer)
-            row[name] = r
+        row = validation_row(model, extractor, val_ds, primary, cfg.eval_batch_size, tokenizer, step)
         val_seconds = time.perf_counter() - t0
         row["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         if primary is not None:
-            row["val_cer"], row["val_wer"] = row[primary]["cer"], row[primary]["wer"]
             if row["val_cer"] is not None and row["val_cer"] <= best["cer"]:
                 best = {"step": step, "cer": row["val_cer"], "wer": row["val_wer"],
                         **{f"{k}_{m}": row[k][m] for k in val_ds for m in ("cer", "wer")}}
@@ -286,23 +346,15 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
                 "elapsed_s": round(time.perf_counter() - t_start, 1)}
 
     def recalibrate() -> int:
-        """Fit the step count (and so the lr schedule) to a --minutes budget from the measured pace.
-
-        Done after the first ``calib_steps`` and again at every validation: the pace drifts (utterance
-        lengths, other load on the machine), and a schedule sized from the first 20 steps alone ended a
-        run with its learning rate still high, or decayed it long before the time was up.
-        """
-        recent = step_times[1:][-200:]
-        per_step = float(np.mean(recent)) + (val_seconds / cfg.val_every)
         remaining = budget_s - (time.perf_counter() - t_start) - val_seconds  # keep time for a final validation
-        total = max(step + 1, step + int(remaining / per_step))
+        total, step_s = budget_steps(step, step_times, val_seconds, cfg.val_every, remaining)
         schedule.total = total
         if schedule.warm is None:
             schedule.warm = max(1, int(total * cfg.warmup_frac))
         bar.total = total
         bar.refresh()
-        logf.write({"event": "calibrated", "step": step, "total_steps": total,
-                    "step_s": round(float(np.mean(recent)), 3), "val_s": round(val_seconds, 1)})
+        logf.write({"event": "calibrated", "step": step, "total_steps": total, "step_s": round(step_s, 3),
+                    "val_s": round(val_seconds, 1)})
         return total
 
     it = iter(loader)
@@ -310,22 +362,11 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
     try:
         while target is None or step < target:
             t0 = time.perf_counter()
-            batch = next(it)
-            feats, flen = extractor(batch.audio, batch.audio_lengths)
-            spec_augment(feats, flen, cfg.augment, model.feat_mean, gen)
-            lp, olen = model(feats, flen)
-            loss = F.ctc_loss(lp.transpose(0, 1), batch.targets, olen, batch.target_lengths, blank=0,
-                              reduction="mean", zero_infinity=True)
-            opt.zero_grad(set_to_none=True)
-            if torch.isfinite(loss) and loss.item() > 0:
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-            else:
-                skipped += 1  # every target in the batch longer than its frames: nothing to learn
+            loss, learned = train_step(model, extractor, next(it), cfg, opt, gen)
+            skipped += not learned
             sched.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(loss)
             step_times.append(time.perf_counter() - t0)
             bar.update(1)
             bar.set_description(f"{cfg.run_name} loss {np.mean(losses[-cfg.log_every:]):.3f}")
@@ -333,8 +374,7 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
             if step % cfg.log_every == 0:
                 recent = slice(-cfg.log_every, None)
                 logf.write({"event": "train", "step": step, "loss": round(float(np.mean(losses[recent])), 4),
-                            "lr": sched.get_last_lr()[0], "epoch": sampler.epoch,
-                            "elapsed_s": round(elapsed, 1),
+                            "lr": sched.get_last_lr()[0], "epoch": sampler.epoch, "elapsed_s": round(elapsed, 1),
                             "step_s": round(float(np.mean(step_times[recent])), 3)})
             if budget_s is not None and cfg.steps is None and step == cfg.calib_steps:
                 if val_ds:
@@ -361,96 +401,6 @@ def train(cfg: TrainConfig, train_utts: list[Utterance], val_sets: dict[str, lis
                 "mean_step_s": round(float(np.mean(step_times)), 3) if step_times else None})
     logf.close()
     # Record the final summary inside the checkpoint too, so the backend can report it.
-    ckpt = torch.load(out, map_location="cpu", weights_only=True)
-    ckpt["meta"].update({"best": best, "total_steps": step, "wall_s": round(seconds, 1)})
-    torch.save(ckpt, out)
+    update_checkpoint_meta(out, {"best": best, "total_steps": step, "wall_s": round(seconds, 1)})
     card = write_model_card(companion(out, ".md"), logf.rows)
     return TrainResult(out, card, logf.path, step, seconds, best)
-
-
-# --- model card --------------------------------------------------------------------------------------------
-
-
-
-
-def write_model_card(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Markdown rendered from the training log rows only (every number traces to the .train.jsonl)."""
-    start = next(r for r in rows if r["event"] == "start")
-    end = next((r for r in rows if r["event"] == "end"), {})
-    vals = [r for r in rows if r["event"] == "val"]
-    m, c, corpus = start["model"], start["config"], start.get("corpus", {})
-    best = end.get("best", {})
-    arch = (f"log-mel {c['features']['n_mels']} -> Conv2d 3x3/2 x2 ({m['conv_channels'][0]}, "
-            f"{m['conv_channels'][1]} ch, {'causal' if m['causal'] else 'symmetric'} in time) "
-            f"-> Linear {m['proj']} -> {'Bi' if m['bidirectional'] else 'uni'}LSTM "
-            f"{m['layers']} x {m['hidden']} -> Linear {m['vocab_size']} (CTC, blank = 0)")
-    sub = (m.get("time_strides") or (2, 2))[0] * (m.get("time_strides") or (2, 2))[1]
-    aug = c["augment"]
-    stem = path.name.removesuffix(".md")
-    log_name = stem + ".train.jsonl"  # beside the card (a run may have been written under another name)
-    init = ""
-    if c.get("init_from"):
-        init = f"; started from `{c['init_from']}`"
-        if start.get("grown_from"):
-            g = start["grown_from"]
-            init += (f", a {g['name']} model ({g['layers']} x {g['hidden']}, conv {g['conv_channels'][0]}/"
-                     f"{g['conv_channels'][1]}) widened into this one without changing its outputs "
-                     "(new units' fan-out zero at the start; `speechbench/asr/ctc/grow.py`)")
-        earlier = path.with_name(stem + ".stage1.train.jsonl")  # a continued run keeps its first log
-        if Path(c["init_from"]).name == stem + ".pt" and earlier.exists():
-            init += f" (the previous checkpoint of this name; its log: `{earlier.name}`)"
-    hours = start.get("train_hours", {})
-    lines = [
-        f"# {start['name']}",
-        "",
-        f"Character CTC recognizer ({'streaming, causal' if m['causal'] else 'offline, bidirectional'}), "
-        f"trained by `train_asr.py`. Log: `{log_name}`.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| architecture | {arch} |",
-        f"| parameters | {start['params']:,} |",
-        "| stored precision | float16 weights (run in float32 on CPU) |",
-        f"| subsampling | x{sub} ({10 * sub} ms per output frame)" + ("; no look-ahead" if m["causal"] else "")
-        + " |",
-        f"| training data | {sum(hours.values()):.2f} h, {start['train_utterances']} utterances; "
-        + ", ".join(f"{k} {v:.2f} h" for k, v in hours.items()) + " |",
-        f"| corpus | {corpus.get('description', corpus.get('name', 'n/a'))} |",
-        f"| augmentation | speed {aug['speed_factors']}, noise p={aug['noise_prob']} at "
-        f"{aug['snr_db'][0]:g}-{aug['snr_db'][1]:g} dB SNR, gain +-{aug['gain_db'][1]:g} dB, "
-        f"SpecAugment {aug['freq_masks']} freq x {aug['freq_mask_width']} + {aug['time_masks']} time masks |",
-        f"| optimizer | AdamW lr {c['lr']:g} (warm-up {c['warmup_frac']:.0%}, "
-        f"cosine to {c['final_lr_frac']:g}x), "
-        f"wd {c['weight_decay']:g}, clip {c['grad_clip']:g}, batch {c['batch_size']}, seed {c['seed']} |",
-        f"| steps | {end.get('steps', 'n/a')} ({end.get('epochs', 'n/a')} epochs); best checkpoint at step "
-        f"{best.get('step', 'n/a')}{init} |",
-        f"| wall time | {end.get('seconds', 0) / 60:.1f} min ({end.get('mean_step_s', 'n/a')} s/step) |",
-        f"| hardware | {start['hardware'].get('cpu')}, {start['config']['threads']} torch "
-        f"thread{'s' if start['config']['threads'] != 1 else ''} |",
-    ]
-    for name, n in start.get("val_utterances", {}).items():
-        lines.append(f"| validation `{name}` (greedy, best) | CER {_pct(best.get(f'{name}_cer'))}, "
-                     f"WER {_pct(best.get(f'{name}_wer'))} on {n} utterances |")
-    lines += ["", "Validation sentences are never heard in training (split by normalized sentence text); "
-              "the first set listed picks the checkpoint.", ""]
-    if vals:
-        names = list(start.get("val_utterances", {}))
-        lines += ["## Validation during training", "",
-                  "| step | elapsed (min) | " + " | ".join(f"{n} CER | {n} WER" for n in names) + " |",
-                  "|---|---|" + "---|---|" * len(names)]
-        for r in vals:
-            cells = " | ".join(f"{_pct(r[n]['cer'])} | {_pct(r[n]['wer'])}" for n in names if n in r)
-            lines.append(f"| {r['step']} | {r['elapsed_s'] / 60:.1f} | {cells} |")
-        last = vals[-1]
-        ex = last.get(names[0], {}).get("examples", []) if names else []
-        if ex:
-            lines += ["", "Examples (last validation):", ""]
-            lines += [f"- ref: `{e['ref']}`  \n  hyp: `{e['hyp']}`" for e in ex]
-    lines.append("")
-    ev_path = path.with_name(stem + ".eval.json")
-    if ev_path.exists():  # written by `train_asr.py --score`
-        from speechbench.asr.ctc.scorecard import render_scorecard
-
-        lines[lines.index("## Validation during training") if "## Validation during training" in lines
-              else len(lines):0] = render_scorecard(json.loads(ev_path.read_text()))
-    return write_text_atomic(path, "\n".join(lines))
