@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from speechbench.tts import benchmark as bench_mod
 from speechbench.tts.baseline import NaiveTTSInference
 from speechbench.tts.benchmark import TTSBenchConfig, TTSBenchmark
 
@@ -25,7 +24,7 @@ def test_baseline_failure_keeps_measured_texts_and_headline_runs(tmp_path, monke
             raise RuntimeError("simulated crash")
         return real(self, text)
 
-    monkeypatch.setattr(bench_mod.NaiveTTSInference, "synthesize", flaky)
+    monkeypatch.setattr(NaiveTTSInference, "synthesize", flaky)
     assert bm.section("baseline", bm.measure_baseline) is None
     saved = json.loads(out.read_text())
     assert saved["failures"][0]["section"] == "baseline" and "simulated crash" in saved["failures"][0]["error"]
