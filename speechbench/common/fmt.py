@@ -19,6 +19,11 @@ def num(x: Any, nd: int = 1, suffix: str = "") -> str:
     return "n/a"
 
 
+def fixed(x: Any, nd: int = 1) -> str:
+    """``nd`` decimals, no separators (log lines, inline figures), "n/a" for a missing value."""
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
 def sci(x: Any, nd: int = 2) -> str:
     """Scientific notation (tiny differences such as a max abs error), "n/a" for a missing value."""
     return "n/a" if x is None else f"{x:.{nd}e}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,21 +9,13 @@ from speechbench.common.fmt import commit, commit_line, generated_from, sci
 from speechbench.common.fmt import num as _f
 from speechbench.common.fmt import pct as _pct
 from speechbench.common.noise import noise_markdown
-from speechbench.common.results import write_text_atomic
+from speechbench.common.report_page import failed_sections, render_page
 from speechbench.tts import report_sections as sections
 from speechbench.tts.plots import make_plots
 
 
 def render(res: dict[str, Any], report_path: Path, plots: bool = True) -> str:
-    report_path = Path(report_path)
-    figs = make_plots(res, report_path.parent / "figures", prefix=report_path.stem) if plots else {}
-    rel = os.path.relpath(report_path.parent / "figures", report_path.parent)
-    L: list[str] = []
-    for section in SECTIONS:
-        L.extend(section(res, figs, rel))
-    text = "\n".join(L) + "\n"
-    write_text_atomic(report_path, text)
-    return text
+    return render_page(res, report_path, SECTIONS, make_plots, plots)
 
 
 def _header(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
@@ -114,17 +105,6 @@ def _headline_table(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
     return L
 
 
-def _failures(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
-    """Sections that failed (recorded; the rest of the run went on)."""
-    L: list[str] = []
-    add = L.append
-    if res.get("failures"):
-        add("**Failed sections** (recorded, the rest ran):")
-        for f in res["failures"]:
-            add(f"- `{f['section']}`: {f['error']}")
-        add("")
-    return L
-
 
 def _closing_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
     """Production notes, run notes and how to reproduce."""
@@ -150,7 +130,7 @@ def _closing_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> lis
 
 
 # The report's sections in page order; each returns its Markdown lines.
-SECTIONS = (_header, _headline_table, _failures, sections.latency_section, sections.waterfall_section,
+SECTIONS = (_header, _headline_table, failed_sections, sections.latency_section, sections.waterfall_section,
             sections.scheduler_section, sections.batch_sweep_section, sections.fidelity_section,
             sections.profile_section, sections.memory_section, sections.edge_case_section, _closing_section)
 
