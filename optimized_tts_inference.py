@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from speechbench.common.cli import add_common_args, prepare_run, rerender_report, setup_logging
+from speechbench.common.cli import add_common_args, apply_args, prepare_run, rerender_report, setup_logging
 from speechbench.common.readme import update_headline
 from speechbench.tts.benchmark import TTSBenchConfig, TTSBenchmark
 from speechbench.tts.engine import PRECISIONS
@@ -111,23 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace, device: torch.device) -> TTSBenchConfig:
     cfg = TTSBenchConfig.quick_preset() if a.quick else TTSBenchConfig()
+    apply_args(cfg, a, renames={"texts_file": "texts"})
     cfg.device = str(device)
-    cfg.seed = a.seed
-    cfg.checkpoint = a.checkpoint
-    cfg.texts_file = a.texts
-    cfg.frames_per_char = a.frames_per_char
-    cfg.stop_head = a.stop_head
-    cfg.precision = a.precision
-    cfg.extra_precisions = a.extra_precisions
-    cfg.compile = a.compile
-    cfg.poisson_load = a.poisson_load
     cfg.profile = not a.no_profile
-    cfg.trace_dir = a.trace_dir
-    for name in ("max_frames", "slots", "repeats", "headline_repeats", "headline_baseline_repeats", "baseline_repeats", "batch_sizes", "sched_requests", "sched_slots",
-                 "sched_max_frames", "sched_draws", "throughput_repeats", "poisson_requests", "fidelity_texts"):
-        v = getattr(a, name)
-        if v is not None:
-            setattr(cfg, name, v)
     if min(cfg.max_frames, cfg.sched_max_frames, cfg.slots, cfg.repeats, cfg.baseline_repeats, cfg.poisson_requests,
            cfg.sched_draws, cfg.throughput_repeats) < 1:
         raise SystemExit("--max-frames, --sched-max-frames, --slots, --repeats, --baseline-repeats, "

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from speechbench.common.cli import add_common_args, prepare_run, rerender_report, setup_logging
+from speechbench.common.cli import add_common_args, apply_args, prepare_run, rerender_report, setup_logging
 from speechbench.common.readme import update_headline
 from speechbench.streaming.benchmark import StreamingBenchConfig, StreamingBenchmark, engine_config_for
 from speechbench.streaming.engine_args import add_engine_args
@@ -131,24 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBenchConfig:
     cfg = StreamingBenchConfig.quick_preset() if a.quick else StreamingBenchConfig()
+    apply_args(cfg, a, skip=("device", "compare_models"))
     cfg.device = str(device)
-    cfg.seed = a.seed
-    cfg.threads = a.threads
-    cfg.checkpoint = a.checkpoint
-    cfg.manifest = a.manifest
     if a.models is not None:
         cfg.compare_models = [] if a.models == ["none"] else a.models
-    for name in ("compare_streams", "compare_duration_s", "network_streams", "network_duration_s"):
-        if getattr(a, name) is not None:
-            setattr(cfg, name, getattr(a, name))
-    for name in ("transport", "redecode_bound_ms", "chunk_ms", "ramp_s", "soak_minutes", "latency_bound_ms", "model_chunk_ms", "max_batch",
-                 "max_wait_ms", "max_streams", "max_queue_ms", "overload_ms", "max_duty", "endpoint", "endpoint_silence_ms"):
-        setattr(cfg, name, getattr(a, name))
-    for name in ("accents", "utterances", "streams", "duration_s", "baseline_streams", "baseline_duration_s",
-                 "overload_duration_s", "capacity_repeats", "capacity_bisect_steps", "alt_chunk_ms"):
-        v = getattr(a, name)
-        if v is not None:
-            setattr(cfg, name, v)
     if cfg.checkpoint != "random" and not Path(cfg.checkpoint).exists():
         raise SystemExit(f"--checkpoint not found: {cfg.checkpoint} (train it: uv run train_asr.py --model "
                          "streaming; or --checkpoint random for a smoke run)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import sys
@@ -80,3 +81,19 @@ def rerender_report(output: Path, report: Path, render: Callable[..., Any], plot
         after(res)
     print(f"re-rendered {report} from {output}")
     return 0
+
+
+def apply_args(cfg: Any, args: argparse.Namespace, renames: dict[str, str] | None = None,
+               skip: tuple[str, ...] = ("device",)) -> Any:
+    """Copy every flag that names a field of the dataclass ``cfg`` (``renames``: field -> flag where the two
+    differ) onto it, unless the flag's value is None (not given: the config's default, or its --quick
+    preset, stands). The config's fields are the list; no CLI keeps its own list of names."""
+    renames = renames or {}
+    for f in dataclasses.fields(cfg):
+        flag = renames.get(f.name, f.name)
+        if f.name in skip or not hasattr(args, flag):
+            continue
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(cfg, f.name, value)
+    return cfg
