@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if not s.get("models"):
         print("no model produced results", file=sys.stderr)
         return 1
-    if any(f["stage"] == "analysis" for f in res.get("failures") or []):
+    from speechbench.asr_eval.evaluation import ANALYSIS_SECTIONS
+
+    if any(f["section"] in ANALYSIS_SECTIONS for f in res.get("failures") or []):
         print("a statistics/analysis section failed (see 'failures'); the others were written", file=sys.stderr)
         return 1
     return 0

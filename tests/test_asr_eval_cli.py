@@ -32,7 +32,7 @@ def quick_run(tmp_path_factory):
 
 def test_quick_json_fields(quick_run):
     out, res = quick_run
-    assert res["schema"] == "asr_evaluation/1" and res["status"] in ("complete", "complete_with_failures")
+    assert res["schema"] == "asr_evaluation/2" and res["status"] in ("complete", "complete_with_failures")
     for k in ("env", "config", "dataset", "models", "utterances", "summary", "significance", "analysis", "advice",
               "trn", "failures"):
         assert k in res, k
@@ -163,12 +163,12 @@ def test_bad_items_are_recorded_not_fatal(tmp_path):
     assert len(res["utterances"]) == 2 and res["summary"]["models"]["pocketsphinx"]["wer"] is not None
     fails = res["failures"]
     by_id = {f.get("id"): f for f in fails}
-    assert any(f["stage"] == "manifest" and "malformed JSON" in f["reason"] for f in fails)
-    assert any(f["stage"] == "manifest" and "missing field" in f["reason"] for f in fails)
-    assert any(f["stage"] == "manifest" and "not found" in f["reason"] for f in fails)  # missing file
-    assert "silent" in by_id["silent"]["reason"]
-    assert "too short" in by_id["short"]["reason"]
-    assert "non-finite" in by_id["nan"]["reason"]
+    assert any(f["section"] == "manifest" and "malformed JSON" in f["error"] for f in fails)
+    assert any(f["section"] == "manifest" and "missing field" in f["error"] for f in fails)
+    assert any(f["section"] == "manifest" and "not found" in f["error"] for f in fails)  # missing file
+    assert "silent" in by_id["silent"]["error"]
+    assert "too short" in by_id["short"]["error"]
+    assert "non-finite" in by_id["nan"]["error"]
     assert res["significance"]["models"] == []  # one model: nothing to compare
     assert "Failures" in (tmp_path / "r.md").read_text()
 

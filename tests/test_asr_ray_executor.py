@@ -122,9 +122,9 @@ def test_failed_shard_is_retried_once_then_recorded(ray_exec, utterances, tmp_pa
     ev_ray._on_shard(model_fail)
     ev_proc._on_shard(by_process[0])
     (f_ray,), (f_proc,) = ev_ray.results["failures"], ev_proc.results["failures"]
-    assert set(f_ray) == set(f_proc) == {"stage", "reason", "model", "shard"}
-    assert {k: f_ray[k] for k in ("stage", "model", "shard")} == {k: f_proc[k] for k in ("stage", "model", "shard")}
-    assert f_proc["reason"] in f_ray["reason"]
+    assert set(f_ray) == set(f_proc) == {"section", "error", "model", "shard"}
+    assert {k: f_ray[k] for k in ("section", "model", "shard")} == {k: f_proc[k] for k in ("section", "model", "shard")}
+    assert f_proc["error"] in f_ray["error"]
 
 
 def test_evaluation_json_is_the_same_under_ray(ray_exec, corpus, tmp_path):

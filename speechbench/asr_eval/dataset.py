@@ -2,7 +2,7 @@
 
 Nothing here is fatal for one bad item: a malformed or empty manifest line, a missing or unreadable file,
 a clip that is silent, too short to hold a word (< 0.3 s), or holds NaN/inf samples, and a reference that
-normalizes to nothing are each recorded (stage, manifest line or id, reason) and left out, so that every
+normalizes to nothing are each recorded (section, manifest line or id, error) and left out, so that every
 model is scored on exactly the same utterances (a paired comparison needs that).
 """
 
@@ -57,12 +57,12 @@ def load_items(manifests: list[Path]) -> tuple[list[EvalItem], list[dict[str, An
         res = read_manifest(path)
         summaries.append({"path": str(path), "utterances": len(res.utterances), "failed_lines": len(res.failures)})
         for f in res.failures:
-            failures.append({"stage": "manifest", "manifest": str(path), "line": f.line, "id": None,
-                             "reason": f.reason, "raw": f.raw})
+            failures.append({"section": "manifest", "manifest": str(path), "line": f.line, "id": None,
+                             "error": f.reason, "raw": f.raw})
         for u in res.utterances:
             if u.id in seen:
-                failures.append({"stage": "manifest", "manifest": str(path), "line": None, "id": u.id,
-                                 "reason": f"duplicate id {u.id!r} (already in an earlier manifest)"})
+                failures.append({"section": "manifest", "manifest": str(path), "line": None, "id": u.id,
+                                 "error": f"duplicate id {u.id!r} (already in an earlier manifest)"})
                 continue
             seen.add(u.id)
             sentence = str(u.extra.get("sentence_id") or normalize_text(u.text))
@@ -133,8 +133,8 @@ def check_audio(items: list[EvalItem], progress: bool = False) -> tuple[list[Eva
         if warn:
             warnings.append({"id": it.id, "warnings": warn})
         if fatal:
-            failures.append({"stage": "audio", "manifest": it.manifest, "line": None, "id": it.id,
-                             "dialect": it.dialect, "reason": fatal})
+            failures.append({"section": "audio", "manifest": it.manifest, "line": None, "id": it.id,
+                             "dialect": it.dialect, "error": fatal})
         else:
             ok.append(it)
     return ok, failures, warnings

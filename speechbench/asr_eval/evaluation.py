@@ -2,7 +2,8 @@
 
 Partial results are written after every shard (status "running"), so a crash or an interrupt keeps what
 was measured; each later section (statistics, analysis, advice, trn export) is guarded, and a section that
-fails is recorded under ``failures`` with stage "analysis" while the rest still runs.
+fails is recorded under ``failures`` (``section``, ``error``, ``traceback``: the shape of Parts 1 and 3) while
+the rest still runs; per-item failures (manifest lines, audio, transcription) use the same two keys.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from speechbench.asr_eval.config import EvalConfig, estimate_seconds
 from speechbench.asr_eval.executors import get_executor
 from speechbench.asr_eval.export import write_trn
 from speechbench.asr_eval.scoring import score
-from speechbench.common.results import write_json_atomic
+from speechbench.common.results import SectionedRun
 
 log = logging.getLogger(__name__)
+# Sections after transcription: one failing is recorded and the others still run.
+ANALYSIS_SECTIONS = ("summary", "significance", "analysis", "domain_gap", "advice", "trn_export")
 
-SCHEMA = "asr_evaluation/1"
+SCHEMA = "asr_evaluation/2"  # /2: failure records are {section, error, ...} like Parts 1 and 3 (/1: stage, reason)
 def score_record(raw: dict[str, Any], item: dict[str, Any], model: str) -> dict[str, Any]:
     s = score(item["text"], raw["hyp_raw"])
     rec = {"model": model, "id": item["id"], "dialect": item["dialect"], "speaker": item["speaker"],
@@ -54,13 +57,14 @@ def _model_meta_for_own(spec: runner.ModelSpec, info: dict[str, Any]) -> dict[st
     return out
 
 
-class ASREvaluation:
+class ASREvaluation(SectionedRun):
     def __init__(self, cfg: EvalConfig, output: Path, env: dict[str, Any]) -> None:
         self.cfg = cfg
         self.output = Path(output)
         self.results: dict[str, Any] = {
             "schema": SCHEMA, "status": "running", "env": env, "config": cfg.to_json(),
-            "dataset": {}, "models": {}, "failures": [], "warnings": [], "utterances": [], "summary": {"quick": cfg.quick},
+            "dataset": {}, "models": {}, "failures": [], "notes": [], "warnings": [], "utterances": [],
+            "summary": {"quick": cfg.quick},
             "significance": {}, "analysis": {}, "advice": {}, "trn": {}, "timings": {},
             "executor": {"name": cfg.executor},
         }
@@ -69,30 +73,9 @@ class ASREvaluation:
         self._raw_shards: dict[str, list[dict[str, Any]]] = {}
 
     # -- helpers -----------------------------------------------------------------------------------------
-    def save(self) -> None:
-        write_json_atomic(self.output, self.results)
-
-    def _fail(self, stage: str, reason: str, **extra: Any) -> None:
-        self.results["failures"].append({"stage": stage, "reason": reason, **extra})
-
-    def _section(self, name: str, fn: Any, catch: bool = True) -> Any:
-        """Run one section, timed, with the machine noise beside it (``noise.<name>``)."""
-        from speechbench.common.noise import NoiseMonitor
-
-        t0 = time.perf_counter()
-        monitor = NoiseMonitor()
-        monitor.start()
-        try:
-            return fn()
-        except Exception as e:  # one section failing must not lose the others
-            if not catch:
-                raise
-            log.exception("section %s failed", name)
-            self._fail("analysis", f"{name}: {type(e).__name__}: {e}", section=name)
-            return None
-        finally:
-            self.results["timings"][name + "_s"] = time.perf_counter() - t0
-            self.results.setdefault("noise", {})[name] = monitor.stop()
+    def _fail(self, section: str, error: str, **extra: Any) -> None:
+        """An item's or a model's failure, in the one failure shape of all three parts."""
+        self.results["failures"].append({"section": section, "error": error, **extra})
 
     # -- data --------------------------------------------------------------------------------------------
     def prepare_data(self) -> list[dataset.EvalItem]:
@@ -249,7 +232,7 @@ class ASREvaluation:
                   "models_unavailable": {m: v["reason"] for m, v in self.results["models"].items()
                                          if v["status"] == "unavailable"},
                   "utterances_evaluated": self.results["dataset"].get("utterances_evaluated"),
-                  "items_failed": sum(1 for f in self.results["failures"] if f["stage"] in ("manifest", "audio")
+                  "items_failed": sum(1 for f in self.results["failures"] if f["section"] in ("manifest", "audio")
                                       and not f.get("model"))})
         s["models"], s["per_dialect"], s["per_condition"], s["per_speaker"] = {}, {}, {}, {}
         for label, recs in by_model.items():
@@ -374,17 +357,15 @@ class ASREvaluation:
         self.results["timings"]["data_s"] = time.perf_counter() - t0
         self.save()
         # measure() records its own per-model failures; anything escaping it is a crash, not an analysis step
-        self._section("transcription", lambda: self.measure(items), catch=False)
-        self._section("summary", self.summarize)
-        self.save()
+        self.section("transcription", lambda: self.measure(items), store=False, catch=False)
+        self.section("summary", self.summarize, store=False)
         if self.results["summary"].get("models"):
-            self._section("significance", self.significance)
-            self._section("analysis", self.analyze)
-            self._section("domain_gap", self.domain)
-            self._section("advice", self.advise)
-            self._section("trn_export", self.export)
+            for name, fn in (("significance", self.significance), ("analysis", self.analyze),
+                             ("domain_gap", self.domain), ("advice", self.advise), ("trn_export", self.export)):
+                self.section(name, fn, store=False)
         self.results["timings"]["total_s"] = time.perf_counter() - t0
-        model_fail = any(f["stage"] in ("model", "transcribe", "analysis", "scoring") for f in self.results["failures"])
+        model_fail = any(f["section"] in ("model", "transcribe", "scoring", *ANALYSIS_SECTIONS)
+                         for f in self.results["failures"])
         self.results["status"] = "complete_with_failures" if model_fail else "complete"
         self.save()
         return self.results

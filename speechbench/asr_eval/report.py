@@ -264,11 +264,12 @@ def _failures_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> li
     else:
         add(f"{len(fails)} recorded failure(s); each was skipped and the run went on:")
         add("")
-        add("| stage | model | item | reason |")
+        add("| section | model | item | error |")
         add("|---|---|---|---|")
         for f in fails[:40]:
             item = f.get("id") or (f"line {f['line']}" if f.get("line") else "")
-            add(f"| {f['stage']} | {f.get('model') or ''} | {item} | {str(f['reason'])[:160]} |")
+            section, error = f.get("section", f.get("stage")), f.get("error", f.get("reason"))  # /1: stage, reason
+            add(f"| {section} | {f.get('model') or ''} | {item} | {str(error)[:160]} |")
         if len(fails) > 40:
             add(f"| ... | | | {len(fails) - 40} more in the JSON |")
     add("")

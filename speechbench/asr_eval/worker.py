@@ -209,8 +209,8 @@ def run_shard(shard: dict[str, Any], out_path: Path) -> dict[str, Any]:
             try:
                 w = wave(it)
             except Exception as e:
-                out["failures"].append({"stage": "audio", "model": model["label"], "id": it["id"],
-                                        "reason": f"{type(e).__name__}: {e}"})
+                out["failures"].append({"section": "audio", "model": model["label"], "id": it["id"],
+                                        "error": f"{type(e).__name__}: {e}"})
                 _progress()
                 continue
             try:
@@ -218,8 +218,8 @@ def run_shard(shard: dict[str, Any], out_path: Path) -> dict[str, Any]:
                 hyp = rec.transcribe([w])[0]
                 latency = time.perf_counter() - t0
             except Exception as e:
-                out["failures"].append({"stage": "transcribe", "model": model["label"], "id": it["id"],
-                                        "reason": f"{type(e).__name__}: {e}"})
+                out["failures"].append({"section": "transcribe", "model": model["label"], "id": it["id"],
+                                        "error": f"{type(e).__name__}: {e}"})
                 _progress()
                 continue
             row = {"id": it["id"], "hyp_raw": hyp, "latency_s": latency, "duration_s": len(w) / rec.sample_rate}
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         out = run_shard(shard, out_path)
     except Exception as e:
         out = {"shard_id": shard.get("shard_id"), "label": shard["model"]["label"], "status": "failed",
-               "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(), "records": [],
+               "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(), "records": [],
                "failures": []}
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out))

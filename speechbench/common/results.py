@@ -87,7 +87,9 @@ class SectionedRun:
     """Partial-results plumbing shared by the benchmarks: a run is a sequence of named sections, and the
     JSON is rewritten (atomically) after each one, so an interrupted or failing run keeps what it measured.
 
-    Subclasses set ``self.results`` (a dict with ``failures`` and ``notes`` lists) and ``self.output``.
+    Subclasses set ``self.results`` (a dict with ``failures`` and ``notes`` lists) and ``self.output``. Every
+    failure record, a section's or an item's, has ``section`` and ``error`` (plus ``traceback`` for a
+    section, and the item's own keys, e.g. ``model``, ``id``, for an item).
     """
 
     results: dict[str, Any]
@@ -102,9 +104,11 @@ class SectionedRun:
     def save(self) -> None:
         write_json_atomic(self.output, self.results)
 
-    def section(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run one section; store its result (or its failure, with a short traceback) and write the JSON.
-        A failed section is a recorded failure; the sections after it still run."""
+    def section(self, name: str, fn: Callable[[], Any], store: bool = True, catch: bool = True) -> Any:
+        """Run one section; store its result under ``name`` (``store``: off for a section that writes its
+        own keys) or its failure (``section``, ``error``, a short ``traceback``), with its seconds and the
+        machine noise beside it, and write the JSON. A failed section is a recorded failure and the sections
+        after it still run, unless ``catch`` is off (a failure there is a crash: it is raised)."""
         from speechbench.common.noise import NoiseMonitor
 
         t0 = time.perf_counter()
@@ -112,9 +116,12 @@ class SectionedRun:
         monitor.start()
         try:
             out = fn()
-            self.results[name] = out
+            if store:
+                self.results[name] = out
             return out
         except Exception as e:
+            if not catch:
+                raise
             log.error("section %s failed: %s", name, e)
             self.results["failures"].append({"section": name, "error": f"{type(e).__name__}: {e}",
                                              "traceback": traceback.format_exc(limit=6)})

@@ -2,7 +2,7 @@
 
 The suite writes one JSON per part, each with a ``schema`` key ("family/version"):
 
-* ``asr_evaluation/1``      Part 2 (comprehensive_asr_evaluation.py): per-utterance ``utterances`` records
+* ``asr_evaluation/1``, ``/2`` Part 2 (comprehensive_asr_evaluation.py): per-utterance ``utterances`` records
                             (model, id, errors, ref_words, dialect...) and ``summary.models``;
 * ``tts_benchmarks/1``      Part 1 (optimized_tts_inference.py): headline ratios and latencies in ``summary``;
 * ``streaming_performance/1`` Part 3 (production_streaming_asr.py): capacity, per-level runs, per-model rows.
