@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duration-s", type=float, default=None,
                    help=f"seconds of audio each stream sends per load level (default: {d.duration_s:g}, "
                    f"--quick: {q.duration_s:g})")
+    g.add_argument("--single-stream-utterances", type=int, default=None,
+                   help=f"the sweep's 1-stream level runs long enough for this many utterances, so the "
+                   f"single-stream first-partial / finalization / RTF percentiles rest on them (default: "
+                   f"{d.single_stream_utterances}; 0 = as long as the other levels; --quick: 0)")
     g.add_argument("--chunk-ms", type=int, default=d.chunk_ms,
                    help="client chunk size in ms, how much audio a client sends at a time (20-40 typical; "
                    "default: %(default)s)")

@@ -74,3 +74,30 @@ def test_search_recovers_capacity_under_random_noise():
         res = CapacitySearch(run, SearchConfig(max_bisect_steps=6)).search(sweep)
         good += abs(res["confirmed_streams"] - cap) <= 0.15 * cap
     assert good >= 140
+
+
+def test_single_stream_level_runs_long_enough_for_its_utterances():
+    """The sweep's 1-stream level gets audio for ``single_stream_utterances`` utterances (mean length plus
+    mean gap, after the ramp), so the single-stream percentiles rest on ~30 utterances, not the 4 that fit
+    in a normal level; other levels keep ``duration_s``."""
+    from types import SimpleNamespace
+
+    from speechbench.streaming.bench_config import StreamingBenchConfig
+    from speechbench.streaming.sections.load import LoadSections
+
+    cfg = StreamingBenchConfig()
+    pool = [SimpleNamespace(audio=np.zeros(int(16000 * s), np.float32)) for s in (2.0, 3.0, 4.0)]
+    bench = SimpleNamespace(cfg=cfg, pool=pool)
+    secs = LoadSections.single_stream_seconds(bench)
+    per_utt = 3.0 + sum(cfg.gap_s) / 2
+    assert secs == cfg.single_stream_utterances * per_utt + cfg.ramp_s and secs > cfg.duration_s
+    ran = []
+    fake = SimpleNamespace(results={}, save=lambda: None,
+                           run_level=lambda n, d, name, **o: ran.append((n, d)) or {
+                               "sustained": True, "chunk_latency_ms_p50": 1.0, "chunk_latency_ms_p95": 1.0,
+                               "batch_size_mean": 1.0, "batch_utilization": 1.0, "shed_chunks": 0,
+                               "refused_streams": 0, "wer": 0.0, "wer_offline": 0.0})
+    LoadSections.sweep(fake, "engine", [1, 10], cfg.duration_s, single_stream_s=secs)
+    assert ran == [(1, secs), (10, cfg.duration_s)]
+    cfg.single_stream_utterances = 0
+    assert LoadSections.single_stream_seconds(bench) is None

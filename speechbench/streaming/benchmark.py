@@ -112,7 +112,8 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
         if self.cfg.transport != "ws":
             self.section("parity", self.measure_parity)
             self.section("sweep", lambda: self.sweep("engine", self.cfg.streams, self.cfg.duration_s,
-                                                     stop_after_failures=2))
+                                                     stop_after_failures=2,
+                                                     single_stream_s=self.single_stream_seconds()))
             self.section("baseline", lambda: self.sweep("baseline", self.cfg.baseline_streams,
                                                         self.cfg.baseline_duration_s, stop_at_failure=True,
                                                         max_batch=1, max_wait_ms=0.0))
@@ -177,7 +178,8 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
             s["parity_identical_rate"] = par["identical_rate"]
         one = next((r for r in sweep if r["streams"] == 1), None)
         if one:
-            s["single_stream"] = {k: one.get(k) for k in ("chunk_latency_ms_p95", "first_partial_ms_p50",
+            s["single_stream"] = {k: one.get(k) for k in ("duration_s", "utterances_scored",
+                                                         "chunk_latency_ms_p95", "first_partial_ms_p50",
                                                          "first_partial_ms_p95", "finalization_ms_p50",
                                                          "finalization_ms_p95",
                                                          "finalization_after_endpoint_ms_p50",
@@ -240,7 +242,8 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
             "peak_memory_mb": t(mem, "< 8192", cmp(mem, lambda v: v < 8192), "peak over the sweep levels"),
             "single_stream_first_partial_ms_p95": t(st.get("first_partial_ms_p95"), "<= 300",
                                                     cmp(st.get("first_partial_ms_p95"), lambda v: v <= 300),
-                                                    "speech onset -> first non-empty partial, one stream"),
+                                                    "speech onset -> first non-empty partial, one stream, "
+                                                    f"{st.get('utterances_scored')} utterances"),
             # The bound is "after the endpoint": the endpoint is the end of speech plus the
             # endpointer's required trailing silence, the earliest moment the rule can decide. The wait a
             # user sees (from the end of speech, silence included) is reported beside it, never hidden.
@@ -249,10 +252,11 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
                                                        lambda v: v <= 150),
                                                    "endpoint (end of speech + the endpointer's "
                                                    f"{st.get('endpoint_silence_ms')} ms silence rule) -> final, "
-                                                   "one stream; from the end of speech itself: "
+                                                   f"one stream, {st.get('utterances_scored')} utterances; from "
+                                                   "the end of speech itself: "
                                                    f"{fixed(st.get('finalization_ms_p95'))} ms p95"),
             "single_stream_rtf": t(st.get("rtf"), "<= 0.2", cmp(st.get("rtf"), lambda v: v <= 0.2),
-                                   "engine compute time / audio time, one stream"),
+                                   f"engine compute time / audio time, one stream, {fixed(st.get('duration_s'), 0)} s"),
             "wer_within_1_point_of_offline": t(gap, "<= 1.0", cmp(gap, lambda v: v <= 1.0),
                                                "streaming WER - offline WER of the same model, same audio, points"),
             "batching_gain_vs_per_stream": t(gain, ">= 3", cmp(gain, lambda v: v >= 3),

@@ -110,14 +110,15 @@ class LoadSections:
 
     def sweep(self, name: str, levels: list[int], duration_s: float, stop_at_failure: bool = False,
               store: dict[str, Any] | None = None, stop_after_failures: int | None = None,
-              **over: Any) -> list[dict[str, Any]]:
+              single_stream_s: float | None = None, **over: Any) -> list[dict[str, Any]]:
         """Run each load level; after each, the runs so far go into ``store[name]`` (default: the results)
-        and the JSON is saved, so a crash keeps the levels already measured."""
+        and the JSON is saved, so a crash keeps the levels already measured. ``single_stream_s``: the
+        1-stream level's audio, when it should be longer than the others (see ``single_stream_seconds``)."""
         runs: list[dict[str, Any]] = []
         store = self.results if store is None else store
         for n in levels:
             t0 = time.perf_counter()
-            r = self.run_level(n, duration_s, name, **over)
+            r = self.run_level(n, single_stream_s if n == 1 and single_stream_s else duration_s, name, **over)
             runs.append(r)
             store[name] = runs
             self.save()
@@ -131,6 +132,15 @@ class LoadSections:
                     x["sustained"] for x in runs[-stop_after_failures:]):
                 break
         return runs
+
+    def single_stream_seconds(self) -> float | None:
+        """Audio for ``single_stream_utterances`` utterances of the pool with their gaps (mean lengths), so
+        the single-stream percentiles rest on that many; None when it is no longer than a normal level."""
+        n = self.cfg.single_stream_utterances
+        if n <= 0 or not self.pool:
+            return None
+        per_utt = float(np.mean([len(u.audio) for u in self.pool])) / 16000 + float(np.mean(self.cfg.gap_s))
+        return max(self.cfg.duration_s, n * per_utt + self.cfg.ramp_s) if n * per_utt > self.cfg.duration_s else None
 
     PER_STREAM = {"max_batch": 1, "max_wait_ms": 0.0}  # the baseline: the same engine, one stream per step
 
