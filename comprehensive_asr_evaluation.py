@@ -11,9 +11,9 @@ Writes results/asr_evaluation_results.json, sclite trn files beside it (results/
 and renders docs/asr_report.md (+ docs/figures/asr_report_*.png) from the JSON.
 
 Default data: the embedded multi-accent corpus (9 voices: 8 espeak-ng English accents and the Piper voice;
-60 sentences each), of which 10 sentences are evaluated in every voice (90 utterances, ~7 min of audio),
+60 sentences each), of which 8 sentences are evaluated in every voice (72 utterances, ~6 min of audio),
 the same sentences in every voice so dialect tests stay paired. That subset keeps the default run (all nine
-default models, ~1.0 x real time summed on 2 CPU cores) near 12 minutes; --sentences 60 evaluates all of it.
+default models, ~1.0 x real time summed on 2 CPU cores) near 7 minutes; --sentences 60 evaluates all of it.
 
 Examples:
   uv run comprehensive_asr_evaluation.py                          # defaults, ~10 min on a 2-core CPU

@@ -8,11 +8,12 @@ from typing import Any
 
 from speechbench.asr_eval import runner
 
-# Default subset of the default corpus: 10 of its 60 sentences in each of the 9 voices = 90 utterances,
-# ~7 minutes of audio. With whisper-base-int8 and moonshine-tiny in the default models the sum is ~1.0 RTF
-# on 2 CPU cores (see DEFAULT_RTF_ESTIMATE); 18 sentences (the earlier default) took 14.4 min with seven
-# models and would take ~20 with nine, so utterances were cut, not models or statistics.
-DEFAULT_SENTENCES = 10
+# Default subset of the default corpus: 8 of its 60 sentences in each of the 9 voices = 72 utterances,
+# ~6 minutes of audio. With whisper-base-int8 and moonshine-tiny in the default models the sum is ~1.0 RTF
+# on 2 CPU cores (see DEFAULT_RTF_ESTIMATE); 18 sentences (an earlier default) took 14.4 min with seven
+# models, and 10 took 8 min with nine models and three timing passes, which left the main job (all three
+# parts) over its 35 minutes: utterances were cut, not models or statistics.
+DEFAULT_SENTENCES = 8
 # --quick: 2 of the quick corpus' 4 sentences x 3 voices x 2 conditions = 12 utterances (~50 s of audio), so
 # the default models plus start-up stay around 2 minutes.
 QUICK_SENTENCES = 2
