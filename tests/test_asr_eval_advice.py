@@ -72,3 +72,17 @@ def test_make_advice_carries_the_reason_and_the_budget_note():
     assert "note" not in adv  # the lowest-WER model is within the (absent) budget
     adv = make_advice(by_model, summary, sig, {}, set(), 1000, None)  # base's p95 1356 ms is over budget
     assert adv["lowest_wer_model"] == "tiny" and "base" in adv["note"]
+
+
+def test_too_few_utterances_for_a_test_recommend_the_lowest_wer():
+    """On two clips nothing is significant: the cheapest model must not win by default (it did: 89% WER)."""
+    models = _models()
+    for m in models.values():
+        m["n"] = 2
+    sig = _significance({("tiny", "base"): 1.0, ("base", "moon"): 1.0, ("tiny", "moon"): 1.0})
+    out = recommend(models, ["base", "tiny", "moon"], sig)
+    assert out["recommended"] == "base" and out["recommendation"]["too_few_utterances"] == 2
+    assert "lowest WER decides" in out["recommended_reason"]
+    for m in models.values():
+        m["n"] = 72
+    assert recommend(models, ["base", "tiny", "moon"], sig)["recommended"] == "moon"

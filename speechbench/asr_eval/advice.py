@@ -12,7 +12,8 @@
 * The recommended single model: the lowest-WER eligible model is the reference; every eligible model the
   primary paired test (Holm-corrected over the model pairs) does not find significantly worse than it is a
   candidate, and the cheapest candidate (median RTF, then p95 latency, then peak memory) is recommended,
-  with the reason. A WER lead the test cannot tell from noise does not buy a more expensive model.
+  with the reason. A WER lead the test cannot tell from noise does not buy a more expensive model; on fewer
+  than ``MIN_TEST_UTTERANCES`` utterances (a spot check) no test could, and the lowest WER decides.
 * The Pareto front over (WER, RTF, peak memory): models no other model beats on all three. RTF here (and
   in every cost comparison) is the median of the repeated timing passes when they ran.
 * The worst dialect of the recommended model, with suggestions that follow from its numbers (error
@@ -26,6 +27,8 @@ from typing import Any
 from speechbench.asr_eval import stats
 from speechbench.asr_eval.analysis import PairingError, group_by, paired_arrays, speed_rtf
 
+# Below this many utterances the recommendation does not lean on significance tests (see ``recommend``).
+MIN_TEST_UTTERANCES = 20
 TEST_NAMES = {"mapsswe": "MAPSSWE", "wilcoxon": "Wilcoxon", "sign": "sign test", "paired_t": "paired t",
               "mcnemar": "McNemar"}
 
@@ -254,6 +257,17 @@ def recommend(models: dict[str, dict[str, Any]], eligible: list[str], significan
     """
     ref = min(eligible, key=lambda m: (models[m]["wer"], _cost(models[m])))
     test = TEST_NAMES.get(significance.get("primary_test") or "", significance.get("primary_test") or "paired test")
+    n = models[ref].get("n")
+    if n is not None and n < MIN_TEST_UTTERANCES:
+        # On a handful of utterances no paired test can find anything significant, so "not significantly
+        # worse" would recommend the cheapest model whatever its WER (89% against 2% on the two recorded
+        # clips): without the evidence, the lowest WER decides.
+        return {"recommended": ref, "lowest_wer_model": ref,
+                "recommended_reason": (f"{ref} has the lowest WER ({100 * models[ref]['wer']:.1f}%); with {n} "
+                                       f"utterances (< {MIN_TEST_UTTERANCES}) a paired test cannot tell models "
+                                       "apart, so the lowest WER decides"),
+                "recommendation": {"test": None, "alpha": alpha, "cost": None, "candidates": [ref],
+                                   "comparisons": {}, "too_few_utterances": n}}
     comparisons: dict[str, dict[str, Any]] = {}
     for m in eligible:
         if m != ref:

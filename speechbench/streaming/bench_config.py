@@ -35,7 +35,7 @@ class StreamingBenchConfig:
     utterances: int = 120  # utterance pool the streams replay (spread over the accents)
     # The sweep stops after two consecutive levels not sustained (one failure between sustained levels is
     # noise on a shared machine, and is kept in the JSON as such).
-    streams: list[int] = field(default_factory=lambda: [1, 25, 100, 200, 300, 400])
+    streams: list[int] = field(default_factory=lambda: [1, 100, 200, 300, 400])
     chunk_ms: int = 40  # client chunk
     alt_chunk_ms: list[int] = field(default_factory=lambda: [20])  # also run the confirmed capacity with these
     model_chunk_ms: int = 40
@@ -45,9 +45,9 @@ class StreamingBenchConfig:
     max_queue_ms: float = 500.0
     overload_ms: float = 250.0
     max_duty: float = 0.9
-    # Audio per stream per load level. 15 s (was 20) keeps the main job inside 35 minutes now that every
-    # capacity is confirmed by repeats; a 300-stream level still times ~100k chunks, a 1-stream one ~375.
-    duration_s: float = 15.0
+    # Audio per stream per load level. 12 s (was 20) keeps the main job inside 35 minutes now that every
+    # capacity is confirmed by repeats; a 300-stream level still times ~90k chunks.
+    duration_s: float = 12.0
     # The 1-stream level of the engine sweep runs long enough for this many utterances, so the single-stream
     # first-partial, finalization and RTF figures are percentiles over >= 30 utterances, not 4.
     single_stream_utterances: int = 30
@@ -56,8 +56,10 @@ class StreamingBenchConfig:
     endpoint: str = "blank"
     endpoint_silence_ms: float = 300.0
     latency_bound_ms: float = 100.0
-    baseline_streams: list[int] = field(default_factory=lambda: [1, 4, 8, 12, 16, 24, 32])
-    baseline_duration_s: float = 15.0  # the same audio per level as the engine's sweep
+    # The per-stream baseline's levels (1 stream would repeat the engine's 1-stream level: max batch does
+    # not matter with one stream).
+    baseline_streams: list[int] = field(default_factory=lambda: [4, 8, 12, 16, 24, 32])
+    baseline_duration_s: float = 12.0  # the same audio per level as the engine's sweep
     # Capacity search after each coarse sweep (streaming/capacity.py): a level holds when it is sustained
     # in 2 of at most `capacity_repeats` runs; then bisect between the highest level that holds and the
     # first that does not, to `capacity_resolution` of the former, at most `capacity_bisect_steps` times.
@@ -66,7 +68,7 @@ class StreamingBenchConfig:
     capacity_bisect_steps: int = 1
     compare_bisect_steps: int = 1  # the same for the pretrained recognizers (a Whisper level takes ~25 s)
     network_bisect_steps: int = 1  # and over the network (its levels are fractions of in-process capacity)
-    overload_duration_s: float = 15.0
+    overload_duration_s: float = 12.0
     soak_minutes: float = 0.0
     parity_streams: int = 16  # concurrent streams in the unpaced parity run
     # Pretrained recognizers served by the same engine beside the CTC model (the accuracy-vs-capacity table):
@@ -81,8 +83,8 @@ class StreamingBenchConfig:
     # Over the network (streaming/network.py): "both" = in-process sections then the WebSocket sweep;
     # "inproc" = no server; "ws" = only the WebSocket sweep (levels: network_streams or the sweep levels).
     transport: str = "both"
-    network_streams: list[int] | None = None  # None: 1/4, 1/2, 0.7 and all of the in-process capacity
-    network_duration_s: float = 15.0
+    network_streams: list[int] | None = None  # None: 1/2, 0.7 and all of the in-process capacity
+    network_duration_s: float = 12.0
     network_overload_bound_ms: float = 200.0  # admitted clients' p95 at twice the network capacity
 
     @classmethod

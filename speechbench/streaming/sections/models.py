@@ -58,8 +58,9 @@ class ModelSections:
             self.sweep("sweep", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec)
             self.search_capacity(f"{spec}", "sweep", c.compare_duration_s, c.compare_bisect_steps, store=rec)
             if loaded.model.batching == "batched":
-                self.sweep("baseline", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec,
-                           **self.PER_STREAM)
+                # 1 stream is the batched sweep's 1-stream level again (max batch does not matter then)
+                self.sweep("baseline", [n for n in c.compare_streams if n > 1], c.compare_duration_s,
+                           stop_at_failure=True, store=rec, **self.PER_STREAM)
                 self.search_capacity(f"{spec} per stream", "baseline", c.compare_duration_s, c.compare_bisect_steps,
                                      store=rec, **self.PER_STREAM)
             rec["offline_utterances"] = len(self.offline_hyp)
