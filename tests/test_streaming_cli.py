@@ -65,6 +65,10 @@ def test_quick_json_fields(quick_run):
     # the pretrained recognizers served by the same engine, one table row each, beside the CTC model
     rows = {r["model"]: r for r in s["models"]}
     assert list(rows)[0] in ("ctc-streaming", "ctc-random")
+    # the CTC row of the table quotes the headline's confirmed capacities, not the coarse sweep's
+    ctc_row = rows[list(rows)[0]]
+    assert ctc_row["max_sustained_streams"] == s["max_streams_p95_under_100ms"]
+    assert ctc_row["per_stream_max_sustained_streams"] == s["baseline_max_streams_p95_under_100ms"]
     for name in res["config"]["compare_models"]:
         rec = res["models"][name]
         row = rows[name]

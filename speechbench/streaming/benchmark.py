@@ -204,7 +204,8 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
         ctc = {"name": Path(c.checkpoint).stem if c.checkpoint != "random" else "ctc-random",
                "precision": "float32", "params": self.model.num_params, "batching": "batched",
                "chunk_ms": c.model_chunk_ms}
-        s["models"] = [self.model_row({"model": ctc, "sweep": sweep, "baseline": base,
+        # the CTC row's capacities are the confirmed ones of the headline (its capacity search included)
+        s["models"] = [self.model_row({"model": ctc, "sweep": sweep, "baseline": base, "capacity": caps,
                                        "latency_bound_ms": c.latency_bound_ms})]
         for spec, rec in (res.get("models") or {}).items():
             s["models"].append(rec.get("summary") or {"model": spec, "failed": True})
