@@ -16,7 +16,7 @@ the same sentences in every voice so dialect tests stay paired. That subset keep
 default models, ~1.0 x real time summed on 2 CPU cores) near 7 minutes; --sentences 60 evaluates all of it.
 
 Examples:
-  uv run comprehensive_asr_evaluation.py                          # defaults, ~10 min on a 2-core CPU
+  uv run comprehensive_asr_evaluation.py                          # defaults, ~7 min on a 2-core CPU
   uv run comprehensive_asr_evaluation.py --quick                  # CI smoke size, < 2 min
   uv run comprehensive_asr_evaluation.py --models whisper-tiny.en-int8 pocketsphinx --sentences 60
   uv run comprehensive_asr_evaluation.py --manifest my_corpus.jsonl --sentences 0 --models ctc:my.pt

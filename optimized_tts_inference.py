@@ -8,7 +8,7 @@ after, and the fidelity of every optimized variant against the causal reference 
 Writes results/tts_benchmarks.json and renders docs/tts_report.md from it.
 
 Examples:
-  uv run optimized_tts_inference.py                  # defaults: ~8 min on a 2-core CPU
+  uv run optimized_tts_inference.py                  # defaults: ~11 min on a 2-core CPU
   uv run optimized_tts_inference.py --quick          # CI smoke size, < 1 min
   uv run optimized_tts_inference.py --report-only    # re-render the report from the JSON
   uv run optimized_tts_inference.py --device cuda --output results/tts_benchmarks_gpu.json \\

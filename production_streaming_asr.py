@@ -14,7 +14,7 @@ Subcommands: `serve` runs the engine as a network service (WebSocket streaming, 
 Prometheus metrics; `serve --help`), `transcribe FILE...` prints what its POST /v1/transcribe returns.
 
 Examples:
-  uv run production_streaming_asr.py                     # default run: ~13 min on a 2-core CPU
+  uv run production_streaming_asr.py                     # default run: ~15 min on a 2-core CPU
   uv run production_streaming_asr.py serve --port 8765   # the service (Whisper tiny.en, loopback)
   uv run production_streaming_asr.py --quick             # CI smoke size, < 1 min
   uv run production_streaming_asr.py --report-only       # re-render the report from the JSON

@@ -1,7 +1,8 @@
 """The main job: run every benchmark of the suite at its default size, writing results/*.json and
 regenerating docs/*.md from them.
 
-    uv run run_all.py            # all benchmarks, default sizes (about 10 minutes per benchmark on a 2-core CPU)
+    uv run run_all.py            # all benchmarks, default sizes (~34 min on 2 cores: Part 1 ~11, Part 2 ~7,
+                                 # recorded-speech check ~1.5, Part 3 ~15)
     uv run run_all.py --quick    # CI smoke sizes
     uv run run_all.py --only tts # one benchmark
 """
