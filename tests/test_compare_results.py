@@ -236,6 +236,13 @@ def test_other_schema_malformed_missing_file_and_missing_field_exit_2(tmp_path):
     unknown = write(tmp_path, "unknown.json", {"schema": "something_else/1"})
     code, _, err = run(asr, unknown)
     assert code == 2 and "unknown schema" in err
+    # ASR /1 and /2 differ only in failure records, which the gate does not read: comparable; other
+    # version pairs are not
+    code, _, err = run(asr, write(tmp_path, "v2.json", asr_run() | {"schema": "asr_evaluation/2"}))
+    assert code == 0, err
+    t3 = load_committed("tts_benchmarks.json") | {"schema": "tts_benchmarks/3"}
+    code, _, err = run(tts, write(tmp_path, "t3.json", t3))
+    assert code == 2 and "different schema versions" in err
 
 
 def test_schema_detected_from_content_without_schema_key(tmp_path):

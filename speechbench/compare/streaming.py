@@ -39,6 +39,17 @@ def _runs(summary: dict[str, Any]) -> dict[Any, dict[str, Any]]:
     return {r.get("streams"): r for r in summary.get("runs") or [] if isinstance(r, dict)}
 
 
+def _tried(levels: Any, attempts: Any) -> list[Any]:
+    """Every stream count a run tried: its coarse levels plus the capacity search's confirm and bisect runs
+    (a confirmed capacity between coarse levels was tried there, so a drop from it can be judged)."""
+    extra = [a.get("streams") for a in attempts or [] if isinstance(a, dict)]
+    return sorted({lv for lv in [*(levels or []), *extra] if isinstance(lv, int | float)})
+
+
+def _model_attempts(run: dict[str, Any], name: str) -> list[Any]:
+    return ((((run.get("models") or {}).get(name) or {}).get("capacity") or {}).get("sweep") or {}).get("attempts")
+
+
 def _rel(opts: Options, label: str, a: dict[str, Any], b: dict[str, Any], key: str, kind: str,
          sections: list[str]) -> Figure:
     return judge_relative(label, a.get(key), b.get(key), higher_is_better=False, tolerance=opts.latency_tolerance,
@@ -51,7 +62,8 @@ def engine_figures(sb: dict[str, Any], sn: dict[str, Any], opts: Options) -> lis
     rb, rn = _runs(sb), _runs(sn)
     figs = [judge_capacity(f"engine capacity: streams with p95 chunk latency < {bound:g} ms",
                            sb.get("max_streams_p95_under_100ms"), sn.get("max_streams_p95_under_100ms"),
-                           list(rb), list(rn), sections=["sweep"])]
+                           _tried(rb, (sb.get("capacity_repeats") or {}).get("sweep")),
+                           _tried(rn, (sn.get("capacity_repeats") or {}).get("sweep")), sections=["sweep"])]
     levels = sorted({lv for lv in [*rb, *rn] if isinstance(lv, int | float)})
     for lv in levels:
         a, b = rb.get(lv), rn.get(lv)
@@ -73,7 +85,8 @@ def engine_figures(sb: dict[str, Any], sn: dict[str, Any], opts: Options) -> lis
     return figs
 
 
-def model_figures(sb: dict[str, Any], sn: dict[str, Any], opts: Options) -> list[Figure]:
+def model_figures(base: dict[str, Any], new: dict[str, Any], opts: Options) -> list[Figure]:
+    sb, sn = base["summary"], new["summary"]
     mb = {m.get("model"): m for m in (sb.get("models") or [])[1:] if isinstance(m, dict)}
     mn = {m.get("model"): m for m in (sn.get("models") or [])[1:] if isinstance(m, dict)}
     figs = []
@@ -88,7 +101,8 @@ def model_figures(sb: dict[str, Any], sn: dict[str, Any], opts: Options) -> list
             continue
         figs.append(judge_capacity(f"{name}: capacity (streams within {_bound(a)} ms)",
                                    a.get("max_sustained_streams"), b.get("max_sustained_streams"),
-                                   a.get("levels_tested") or [], b.get("levels_tested") or [], sections=sections))
+                                   _tried(a.get("levels_tested"), _model_attempts(base, name)),
+                                   _tried(b.get("levels_tested"), _model_attempts(new, name)), sections=sections))
         for key, label, kind in MODEL_KEYS:
             if key in a or key in b:
                 figs.append(_rel(opts, f"{name}: {label}", a, b, key, kind, sections))
@@ -99,7 +113,7 @@ def compare_streaming(base: dict[str, Any], new: dict[str, Any], opts: Options) 
     comp = Comparison(STREAMING)
     sb, sn = base["summary"], new["summary"]
     comp.figures.extend(engine_figures(sb, sn, opts))
-    comp.figures.extend(model_figures(sb, sn, opts))
+    comp.figures.extend(model_figures(base, new, opts))
     ctx = []
     for key, label in (("baseline_max_streams_p95_under_100ms", "per-stream baseline capacity"),
                        ("wer_streaming", "engine streaming WER"), ("wer_offline", "engine offline WER"),
