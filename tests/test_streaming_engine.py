@@ -457,3 +457,20 @@ def test_vad_endpointer_on_speech_and_silence(model):
         assert eng.stats()["alive"]
     finally:
         eng.stop()
+
+
+def test_vad_endpointer_leaves_torch_threads_alone():
+    """silero-vad's package sets torch's thread count to 1 when imported; the endpointer only reads its ONNX
+    file, so a process's torch threads stay what it set (checked in a fresh interpreter: this one may have
+    imported the package already)."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(2)\n"
+            "from speechbench.streaming.endpoint import VadEndpointer\n"
+            "VadEndpointer(4)\n"
+            "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "2"

@@ -13,7 +13,9 @@ Both work on slot-indexed arrays preallocated for the engine's capacity, so a st
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,6 +59,16 @@ class BlankEndpointer:
         return EndpointDecision(speech & (tms >= self.silence_ms), speech, tms)
 
 
+def silero_onnx_path() -> Path:
+    """silero-vad's ONNX file, found without importing the package: ``silero_vad/model.py`` calls
+    ``torch.set_num_threads(1)`` at import, which silently dropped every later torch op of the process to
+    one thread (Part 3's sections after the first VAD, a server's CTC model)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("silero-vad is not installed (the VAD endpointer needs it: pip install silero-vad)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+
+
 class VadEndpointer:
     """silero-vad, batched across streams. ~0.1-0.2 ms per 32 ms window per stream on one CPU core."""
 
@@ -68,11 +80,9 @@ class VadEndpointer:
                  sample_rate: int = 16000) -> None:
         if sample_rate != 16000:
             raise ValueError("the VAD endpointer runs silero-vad at 16 kHz")
-        import importlib.resources
-
         import onnxruntime
 
-        path = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
+        path = silero_onnx_path()
         opts = onnxruntime.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1
