@@ -474,3 +474,25 @@ def test_vad_endpointer_leaves_torch_threads_alone():
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "2"
+
+
+def test_engine_holds_gil_switch_interval_while_running(model):
+    """The scheduler must win the GIL back quickly from feeding threads: a running engine shortens the
+    interpreter's switch interval, and the last engine to stop restores the caller's."""
+    import sys
+
+    before = sys.getswitchinterval()
+    a = StreamingEngine(ctc(model), ecfg(gil_switch_ms=0.5))
+    b = StreamingEngine(ctc(model), ecfg(gil_switch_ms=0.5))
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        a.stop()
+        assert sys.getswitchinterval() == pytest.approx(0.0005)  # b still runs
+    finally:
+        a.stop()
+        b.stop()
+    assert sys.getswitchinterval() == pytest.approx(before)
+    with StreamingEngine(ctc(model), ecfg(gil_switch_ms=0)):
+        assert sys.getswitchinterval() == pytest.approx(before)  # 0: left alone
+    with pytest.raises(ValueError, match="gil_switch_ms"):
+        ecfg(gil_switch_ms=-1).validate()

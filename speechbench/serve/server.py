@@ -257,7 +257,7 @@ def options_from_args(a: argparse.Namespace) -> ServeOptions:
     ec = StreamingEngineConfig(max_streams=a.max_streams, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
                                model_chunk_ms=a.model_chunk_ms, max_queue_ms=a.max_queue_ms,
                                overload_ms=a.overload_ms, max_duty=a.max_duty, endpoint=a.endpoint,
-                               endpoint_silence_ms=a.endpoint_silence_ms,
+                               endpoint_silence_ms=a.endpoint_silence_ms, gil_switch_ms=a.gil_switch_ms,
                                idle_timeout_s=max(a.idle_timeout_s + 5, 30.0))
     sc = ServerConfig(host=a.host, port=a.port, idle_timeout_s=a.idle_timeout_s, max_frame_ms=a.max_frame_ms,
                       drain_timeout_s=a.drain_timeout_s, offline_model=a.offline_model,

@@ -45,6 +45,7 @@ class StreamingBenchConfig:
     max_queue_ms: float = 500.0
     overload_ms: float = 250.0
     max_duty: float = 0.9
+    gil_switch_ms: float = StreamingEngineConfig.gil_switch_ms
     # Audio per stream per load level. 12 s (was 20) keeps the main job inside 35 minutes now that every
     # capacity is confirmed by repeats; a 300-stream level still times ~90k chunks.
     duration_s: float = 12.0
@@ -109,4 +110,5 @@ def engine_config_for(c: StreamingBenchConfig, device: torch.device | str = "cpu
     return StreamingEngineConfig(model_chunk_ms=c.model_chunk_ms, max_streams=c.max_streams, max_batch=c.max_batch,
                         max_wait_ms=c.max_wait_ms, max_queue_ms=c.max_queue_ms, overload_ms=c.overload_ms,
                         max_duty=c.max_duty, max_chunk_ms=max(StreamingEngineConfig.max_chunk_ms, float(c.chunk_ms)),
-                        endpoint=c.endpoint, endpoint_silence_ms=c.endpoint_silence_ms, device=str(device))
+                        endpoint=c.endpoint, endpoint_silence_ms=c.endpoint_silence_ms, gil_switch_ms=c.gil_switch_ms,
+                                 device=str(device))

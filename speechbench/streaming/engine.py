@@ -57,6 +57,7 @@ from speechbench.streaming.engine_types import (
     StreamState,
     UnknownStreamError,
 )
+from speechbench.streaming.gil import hold_switch_interval, release_switch_interval
 from speechbench.streaming.metrics import EngineMetrics
 from speechbench.streaming.models.base import StreamingModel
 
@@ -110,6 +111,7 @@ class StreamingEngine(BatchingCore):
         self._busy: deque[tuple[float, float]] = deque()  # (step end, step seconds) over the last second
         self._started_at = time.perf_counter()
         self._thread: threading.Thread | None = None
+        self._holds_switch = False  # this engine set the GIL switch interval (gil.py) and restores it
         if start:
             self.start()
 
@@ -117,6 +119,7 @@ class StreamingEngine(BatchingCore):
 
     def start(self) -> None:
         if self._thread is None:
+            self._holds_switch = hold_switch_interval(self.cfg.gil_switch_ms)
             self._thread = threading.Thread(target=self._scheduler_main, name="asr-scheduler", daemon=True)
             self._thread.start()
 
@@ -127,6 +130,9 @@ class StreamingEngine(BatchingCore):
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._holds_switch:
+            self._holds_switch = False
+            release_switch_interval()
         with self._cond:
             for s in list(self._streams.values()):
                 if s.n_pending:

@@ -38,3 +38,7 @@ def add_engine_args(g: argparse._ArgumentGroup, defaults: Any, endpoints: tuple[
                                                           else "") + " (default: %(default)s)")
     g.add_argument("--endpoint-silence-ms", type=float, default=defaults.endpoint_silence_ms,
                    help="silence after speech that ends an utterance (default: %(default)g)")
+    g.add_argument("--gil-switch-ms", type=float, default=defaults.gil_switch_ms,
+                   help="Python's GIL switch interval while the engine runs: the scheduler thread wins the GIL "
+                   "back after each torch op within this bound from the threads feeding it (an event loop, a "
+                   "pacing loop); 0 keeps Python's 5 ms, under which steps queue behind them (default: %(default)g)")

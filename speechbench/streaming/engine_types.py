@@ -54,6 +54,7 @@ class StreamingEngineConfig:
     max_segment_s: float = 30.0  # force a final after this much audio in one segment
     silence_reset_s: float = 5.0  # reset model state after this much audio with no speech (bounds drift)
     event_queue_size: int = 10_000  # without a callback: events beyond this are dropped and counted
+    gil_switch_ms: float = 0.5  # the interpreter's GIL switch interval while the engine runs (gil.py); 0: Python's
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -63,6 +64,8 @@ class StreamingEngineConfig:
             raise ValueError("max_streams and max_batch must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
+        if self.gil_switch_ms < 0:
+            raise ValueError("gil_switch_ms must be >= 0")
         if self.model_chunk_ms is not None and self.max_queue_ms < self.model_chunk_ms + self.max_chunk_ms:
             raise ValueError("max_queue_ms must hold at least one model chunk plus one maximal client chunk")
         if self.endpoint not in ("blank", "vad", "none"):

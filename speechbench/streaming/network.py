@@ -100,7 +100,8 @@ def server_args(bench: Any, max_streams: int) -> list[str]:
             "--threads", str(threads), "--max-streams", str(max_streams), "--max-batch", str(c.max_batch),
             "--max-wait-ms", str(c.max_wait_ms), "--model-chunk-ms", str(c.model_chunk_ms),
             "--endpoint", c.endpoint, "--endpoint-silence-ms", str(c.endpoint_silence_ms),
-            "--overload-ms", str(c.overload_ms), "--max-duty", str(c.max_duty)]
+            "--overload-ms", str(c.overload_ms), "--max-duty", str(c.max_duty),
+            "--gil-switch-ms", str(c.gil_switch_ms)]
     return args
 
 
