@@ -137,58 +137,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace, device: str):
     from speechbench.asr_eval.config import EvalConfig
-    from speechbench.asr_eval.runner import DEFAULT_MODELS
+    from speechbench.common.cli import apply_args
 
     cfg = EvalConfig.quick_preset() if a.quick else EvalConfig()
-    cfg.device = device
-    cfg.seed = a.seed
-    cfg.manifests = [str(m) for m in a.manifest]
     if a.manifest:
-        cfg.sentences = None
-    if a.sentences is not None:
-        if a.sentences < 0:
-            raise SystemExit("--sentences must be >= 0")
-        cfg.sentences = a.sentences or None
+        cfg.sentences = None  # a user's manifest: all its sentences unless --sentences says otherwise
+    # Every flag naming a config field (or renamed here) is copied when given; the checks follow.
+    apply_args(cfg, a, renames={"manifests": "manifest", "n_boot": "bootstrap", "shard_timeout_s": "shard_timeout"},
+               skip=("device", "threads", "quick", "progress"))
+    cfg.device = device
+    cfg.manifests = [str(m) for m in cfg.manifests]
+    cfg.threads = a.threads or 0
+    if a.sentences is not None and a.sentences < 0:
+        raise SystemExit("--sentences must be >= 0")
+    cfg.sentences = cfg.sentences or None  # 0 = all
     if a.max_utterances is not None and a.max_utterances < 1:
         raise SystemExit("--max-utterances must be >= 1")
-    cfg.max_utterances = a.max_utterances
-    cfg.dialects = a.dialects
-    cfg.conditions = a.conditions
-    cfg.models = a.models or list(DEFAULT_MODELS)
-    if a.workers is not None:
-        if a.workers < 1:
-            raise SystemExit("--workers must be >= 1")
-        cfg.workers = a.workers
-    cfg.threads = a.threads or 0
-    cfg.warmup = max(0, a.warmup)
-    cfg.shard_timeout_s = a.shard_timeout
+    if a.workers is not None and a.workers < 1:
+        raise SystemExit("--workers must be >= 1")
+    cfg.warmup = max(0, cfg.warmup)
     if a.executor != "ray" and (a.ray_address or a.ray_upload != "auto"):
         raise SystemExit("--ray-address / --ray-upload need --executor ray")
-    cfg.executor, cfg.ray_address, cfg.ray_upload = a.executor, a.ray_address, a.ray_upload
-    if a.batch_sizes is not None:
-        if any(b < 1 for b in a.batch_sizes):
-            raise SystemExit("--batch-sizes must all be >= 1")
-        cfg.batch_sizes = a.batch_sizes
-    if a.batch_utterances is not None:
-        cfg.batch_utterances = a.batch_utterances
+    if any(b < 1 for b in cfg.batch_sizes):
+        raise SystemExit("--batch-sizes must all be >= 1")
     for flag, value in (("--timing-passes", a.timing_passes), ("--timing-utterances", a.timing_utterances)):
         if value is not None and value < 0:
             raise SystemExit(f"{flag} must be >= 0")
-    if a.timing_passes is not None:
-        cfg.timing_passes = a.timing_passes
-    if a.timing_utterances is not None:
-        cfg.timing_utterances = a.timing_utterances
-    if a.bootstrap is not None:
-        if a.bootstrap < 1000:
-            raise SystemExit("--bootstrap must be >= 1000 (a 95% interval needs the tails resolved)")
-        cfg.n_boot = a.bootstrap
-    if not 0 < a.alpha < 1:
+    if a.bootstrap is not None and a.bootstrap < 1000:
+        raise SystemExit("--bootstrap must be >= 1000 (a 95% interval needs the tails resolved)")
+    if not 0 < cfg.alpha < 1:
         raise SystemExit("--alpha must be in (0, 1)")
-    cfg.alpha = a.alpha
-    cfg.latency_budget_ms = a.latency_budget_ms or None
-    cfg.memory_budget_mb = a.memory_budget_mb or None
+    cfg.latency_budget_ms = cfg.latency_budget_ms or None  # 0 = no budget
+    cfg.memory_budget_mb = cfg.memory_budget_mb or None
     out = Path(a.output)
-    cfg.trn_dir = a.trn_dir or str(out.with_name(out.stem + "_trn"))
+    cfg.trn_dir = cfg.trn_dir or str(out.with_name(out.stem + "_trn"))
     missing = [m for m in cfg.manifests if not Path(m).exists()]
     if missing:
         raise SystemExit(f"manifest not found: {', '.join(missing)}")
@@ -217,20 +199,9 @@ def list_models() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    from speechbench.common.cli import prepare_run, rerender_report, setup_logging
-
-    if a.list_models:
-        return list_models()
-    setup_logging(a.verbose, ROOT / "logs" / "asr_evaluation.log" if not a.report_only else None)
-    from speechbench.asr_eval.report import render
-
-    if a.report_only:
-        return rerender_report(a.output, a.report, render, not a.no_plots,
-                               lambda res: maybe_update_readme(res, a.output, not a.no_readme))
-
+def measure(a: argparse.Namespace) -> dict:
     from speechbench.asr_eval.evaluation import ASREvaluation
+    from speechbench.common.cli import prepare_run
     from speechbench.common.measure import capture_environment
 
     device = prepare_run(a)
@@ -249,13 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.results["config"]["output"] = str(a.output)
     ev.results["config"]["report"] = str(a.report)
     try:
-        res = ev.run()
+        return ev.run()
     except FileNotFoundError as e:
         raise SystemExit(str(e)) from None
-    render(res, a.report, plots=not a.no_plots)
-    maybe_update_readme(res, a.output, not a.no_readme)
+
+
+def summarize(res: dict, output: Path, report: Path) -> None:
     s = res["summary"]
-    print(f"wrote {a.output}, {a.report} and {cfg.trn_dir}/ in {res['timings'].get('total_s', 0):.0f} s")
+    print(f"wrote {output}, {report} and {res['config'].get('trn_dir')}/ in {res['timings'].get('total_s', 0):.0f} s")
     for m, r in (s.get("models") or {}).items():
         ci = r.get("wer_ci95") or [None, None]
         ci_txt = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci[0] is not None else "[n/a]"
@@ -268,18 +240,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  recommended: {res['advice']['recommended']}: {res['advice']['recommended_reason']}")
     for m, why in (s.get("models_unavailable") or {}).items():
         print(f"  {m:24s} unavailable: {why}")
-    n_fail = len(res.get("failures") or [])
-    if n_fail:
-        print(f"  {n_fail} failure(s) recorded (see 'failures' in the JSON)", file=sys.stderr)
     if not s.get("models"):
         print("no model produced results", file=sys.stderr)
-        return 1
+
+
+def failed(res: dict) -> bool:
+    """A model's per-utterance failures are recorded and the run goes on; no model at all, or a failed
+    statistics/analysis section (whose figures the report would lack), fails the run."""
     from speechbench.asr_eval.evaluation import ANALYSIS_SECTIONS
 
-    if any(f["section"] in ANALYSIS_SECTIONS for f in res.get("failures") or []):
-        print("a statistics/analysis section failed (see 'failures'); the others were written", file=sys.stderr)
-        return 1
-    return 0
+    return not res["summary"].get("models") or any(
+        f["section"] in ANALYSIS_SECTIONS for f in res.get("failures") or [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.list_models:
+        return list_models()
+    from speechbench.asr_eval.report import render
+    from speechbench.common.cli import Script, run_script
+
+    return run_script(a, Script(
+        log_file=ROOT / "logs" / "asr_evaluation.log", measure=lambda: measure(a), render=render,
+        update_readme=lambda res: maybe_update_readme(res, a.output, not a.no_readme),
+        summarize=lambda res: summarize(res, a.output, a.report), failed=failed))
 
 
 if __name__ == "__main__":

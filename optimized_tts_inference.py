@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from speechbench.common.cli import add_common_args, apply_args, prepare_run, rerender_report, setup_logging
+from speechbench.common.cli import Script, add_common_args, apply_args, prepare_run, run_script
 from speechbench.common.readme import update_headline
 from speechbench.tts.benchmark import TTSBenchConfig, TTSBenchmark
 from speechbench.tts.engine import PRECISIONS
@@ -129,29 +129,29 @@ def maybe_update_readme(res: dict, output: Path) -> None:
     update_headline(res, output, "tts_benchmarks.json", "tts-headline", headline_markdown)
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
-    setup_logging(a.verbose, Path("logs/tts_benchmark.log") if not a.report_only else None)
-    if a.report_only:
-        return rerender_report(a.output, a.report, render, not a.no_plots,
-                               lambda res: maybe_update_readme(res, a.output))
-    device = prepare_run(a)
-    cfg = config_from_args(a, device)
-    bench = TTSBenchmark(cfg, a.output, progress=sys.stderr.isatty() or not a.quick)
-    bench.results["config"]["output"] = str(a.output)
-    res = bench.run()
-    render(res, a.report, plots=not a.no_plots)
-    maybe_update_readme(res, a.output)
+def summarize(res: dict, output: Path, report: Path) -> None:
     s = res["summary"]
-    print(f"wrote {a.output} and {a.report}")
+    print(f"wrote {output} and {report}")
     for k in ("latency_speedup", "optimized_latency_ms_p50", "throughput_speedup", "continuous_vs_static_throughput",
               "fidelity_fp32_max_abs_mel_diff", "fidelity_reduced_precision_rel_l2"):
         if k in s:
             print(f"  {k}: {s[k]:.4g}")
-    if res["failures"]:
-        print(f"  {len(res['failures'])} section(s) failed; see 'failures' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+
+
+def measure(a: argparse.Namespace) -> dict:
+    device = prepare_run(a)
+    cfg = config_from_args(a, device)
+    bench = TTSBenchmark(cfg, a.output, progress=sys.stderr.isatty() or not a.quick)
+    bench.results["config"]["output"] = str(a.output)
+    return bench.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return run_script(a, Script(
+        log_file=Path("logs/tts_benchmark.log"), measure=lambda: measure(a), render=render,
+        update_readme=lambda res: maybe_update_readme(res, a.output),
+        summarize=lambda res: summarize(res, a.output, a.report)))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from speechbench.common.cli import add_common_args, apply_args, prepare_run, rerender_report, setup_logging
+from speechbench.common.cli import Script, add_common_args, apply_args, prepare_run, run_script
 from speechbench.common.readme import update_headline
 from speechbench.streaming.benchmark import StreamingBenchConfig, StreamingBenchmark, engine_config_for
 from speechbench.streaming.engine_args import add_engine_args
@@ -163,26 +163,9 @@ def maybe_update_readme(res: dict, output: Path) -> None:
     update_headline(res, output, "streaming_performance.json", "streaming-headline", headline_markdown)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("serve", "transcribe"):  # subcommands: the network server, the offline CLI
-        from speechbench.serve.server import serve_main, transcribe_main
-
-        return (serve_main if argv[0] == "serve" else transcribe_main)(argv[1:])
-    a = build_parser().parse_args(argv)
-    setup_logging(a.verbose, Path("logs/streaming_benchmark.log") if not a.report_only else None)
-    if a.report_only:
-        return rerender_report(a.output, a.report, render, not a.no_plots,
-                               lambda res: maybe_update_readme(res, a.output))
-    device = prepare_run(a)
-    cfg = config_from_args(a, device)
-    bench = StreamingBenchmark(cfg, a.output, progress=sys.stderr.isatty())
-    bench.results["config"]["output"] = str(a.output)
-    res = bench.run()
-    render(res, a.report, plots=not a.no_plots)
-    maybe_update_readme(res, a.output)
+def summarize(res: dict, output: Path, report: Path) -> None:
     s = res["summary"]
-    print(f"wrote {a.output} and {a.report} ({res.get('total_seconds')} s)")
+    print(f"wrote {output} and {report} ({res.get('total_seconds')} s)")
     for k in ("max_streams_p95_under_100ms", "baseline_max_streams_p95_under_100ms", "wer_streaming",
               "wer_offline", "peak_memory_mb"):
         if s.get(k) is not None:
@@ -190,10 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in (s.get("targets") or {}).items():
         print(f"  target {name}: {t['value']!r} ({t['threshold']}) -> "
               f"{'met' if t['met'] else 'not met' if t['met'] is False else 'not measured'}")
-    if res["failures"]:
-        print(f"  {len(res['failures'])} section(s) failed; see 'failures' in the JSON", file=sys.stderr)
-        return 1
-    return 0
+
+
+def measure(a: argparse.Namespace) -> dict:
+    device = prepare_run(a)
+    cfg = config_from_args(a, device)
+    bench = StreamingBenchmark(cfg, a.output, progress=sys.stderr.isatty())
+    bench.results["config"]["output"] = str(a.output)
+    return bench.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("serve", "transcribe"):  # subcommands: the network server, the offline CLI
+        from speechbench.serve.server import serve_main, transcribe_main
+
+        return (serve_main if argv[0] == "serve" else transcribe_main)(argv[1:])
+    a = build_parser().parse_args(argv)
+    return run_script(a, Script(
+        log_file=Path("logs/streaming_benchmark.log"), measure=lambda: measure(a), render=render,
+        update_readme=lambda res: maybe_update_readme(res, a.output),
+        summarize=lambda res: summarize(res, a.output, a.report)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The flags every script shares, so the three CLIs behave alike."""
+"""What every script shares, so the three CLIs behave alike: the common flags, device/threads/seed set-up,
+logging, the config built from the flags, and one ``main`` flow (``run_script``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import random
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,35 @@ def apply_args(cfg: Any, args: argparse.Namespace, renames: dict[str, str] | Non
         if value is not None:
             setattr(cfg, f.name, value)
     return cfg
+
+
+@dataclass
+class Script:
+    """What differs between the three scripts' ``main``; the flow around it is ``run_script``'s.
+
+    ``measure`` runs the benchmark and returns its results; ``render`` writes the Markdown (and plots);
+    ``update_readme`` refreshes the README's headline block; ``summarize`` prints the headline figures;
+    ``failed`` says whether the run should exit non-zero (default: any recorded failure)."""
+
+    log_file: Path
+    measure: Callable[[], dict]
+    render: Callable[..., Any]
+    update_readme: Callable[[dict], Any]
+    summarize: Callable[[dict], None]
+    failed: Callable[[dict], bool] = field(default=lambda res: bool(res.get("failures")))
+
+
+def run_script(a: argparse.Namespace, script: Script) -> int:
+    """One flow for every script: logging, the ``--report-only`` branch, measure, render the report, refresh
+    the README, print the headline figures and the failures; exit status 1 when the run failed."""
+    setup_logging(a.verbose, script.log_file if not a.report_only else None)
+    if a.report_only:
+        return rerender_report(a.output, a.report, script.render, not a.no_plots, script.update_readme)
+    res = script.measure()
+    script.render(res, a.report, plots=not a.no_plots)
+    script.update_readme(res)
+    script.summarize(res)
+    failures = res.get("failures") or []
+    if failures:
+        print(f"  {len(failures)} failure(s) recorded: see 'failures' in {a.output}", file=sys.stderr)
+    return 1 if script.failed(res) else 0
