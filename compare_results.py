@@ -30,11 +30,13 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compare_results.py", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("base", help="the reference results JSON (e.g. a committed baseline)")
     p.add_argument("new", help="the results JSON to check")
     p.add_argument("--wer-tolerance", type=float, default=0.005,
-                   help="absolute WER rise allowed before a significant change counts (default: %(default)s = 0.5 points)")
+                   help="absolute WER rise allowed before a significant change counts "
+                   "(default: %(default)s = 0.5 points)")
     p.add_argument("--latency-tolerance", type=float, default=0.10,
                    help="relative change allowed for timing figures (default: %(default)s = 10%%)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired WER test "

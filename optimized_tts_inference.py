@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"slots of the static-vs-continuous comparison, fewer than its requests so the "
                    f"steady state is exercised (default: {d.sched_slots})")
     g.add_argument("--sched-max-frames", type=int, default=None,
-                   help=f"output-length clamp in the static-vs-continuous comparison; the seed's {d.sched_max_frames} by "
-                   f"default, since --max-frames is lowered only to bound the baseline's run time")
+                   help=f"output-length clamp in the static-vs-continuous comparison; the seed's "
+                   f"{d.sched_max_frames} by default, since --max-frames is lowered only to bound the "
+                   "baseline's run time")
     g.add_argument("--poisson-load", type=float, default=d.poisson_load,
                    help="Poisson arrival rate as a fraction of the measured continuous capacity (default: %(default)s)")
     g.add_argument("--throughput-repeats", type=int, default=None,

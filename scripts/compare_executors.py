@@ -1,7 +1,7 @@
 """Part 2 under both executors: the same --quick evaluation run with ``--executor process`` and with
 ``--executor ray`` (a local Ray instance), checked for identical utterance records and WER, timed apart.
 
-    uv run scripts/compare_executors.py                       # --quick, 2 workers, -> results/asr_executor_comparison.json
+    uv run scripts/compare_executors.py       # --quick, 2 workers -> results/asr_executor_comparison.json
     uv run scripts/compare_executors.py --models pocketsphinx whisper-tiny.en-int8 --keep runs/
 
 "Identical" means the JSON dumps of the utterance records, sorted by (model, id) and without the timing
@@ -69,7 +69,8 @@ def timing(res: dict[str, Any], wall: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--workers", type=int, default=2, help="workers for both runs (default: %(default)s)")
     p.add_argument("--models", nargs="+", default=None, help="models (default: the --quick run's default set)")
     p.add_argument("--device", default="cpu", help="device for both runs (default: %(default)s)")

@@ -25,7 +25,8 @@ run_cli = script_runner("comprehensive_asr_evaluation.py", timeout=600)
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("asr")
     proc = run_cli("--quick", "--sentences", "2", "--threads", "1", "--models", *MODELS, "--batch-sizes", "1", "2",
-                   "--batch-utterances", "2", "--output", str(out / "asr.json"), "--report", str(out / "docs" / "asr.md"))
+                   "--batch-utterances", "2", "--output", str(out / "asr.json"),
+                   "--report", str(out / "docs" / "asr.md"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "asr.json").read_text())
 

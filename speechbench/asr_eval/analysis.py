@@ -332,7 +332,8 @@ def dialect_effects(recs: list[dict[str, Any]], alpha: float = 0.05) -> dict[str
         return {"dialects": dialects, "note": "one dialect only"}
     blocks, cell = _blocks(recs, dialects)
     all_blocks = {(r["sentence"], r["condition"]) for r in recs}
-    out: dict[str, Any] = {"dialects": dialects, "blocks": len(blocks), "blocks_incomplete": len(all_blocks) - len(blocks)}
+    out: dict[str, Any] = {"dialects": dialects, "blocks": len(blocks),
+                           "blocks_incomplete": len(all_blocks) - len(blocks)}
     if len(blocks) < 2:
         out["note"] = "fewer than 2 sentences spoken in every dialect: no paired dialect test"
         return out

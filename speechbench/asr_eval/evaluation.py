@@ -113,7 +113,8 @@ class ASREvaluation(SectionedRun):
         self.results["warnings"].extend(warnings)
         ds["utterances_evaluated"] = len(items)
         ds["audio_s"] = sum(it.duration for it in items)
-        ds["dialects"] = {d: sum(1 for it in items if it.dialect == d) for d in dict.fromkeys(it.dialect for it in items)}
+        ds["dialects"] = {d: sum(1 for it in items if it.dialect == d)
+                          for d in dict.fromkeys(it.dialect for it in items)}
         ds["conditions"] = {c: sum(1 for it in items if it.condition == c)
                             for c in dict.fromkeys(it.condition for it in items)}
         ds["speakers"] = len({it.speaker for it in items})
@@ -259,7 +260,8 @@ class ASREvaluation(SectionedRun):
                                          for c, rs in analysis.group_by(recs, "condition").items()}
             s["per_speaker"][label] = {k: analysis.aggregate(rs, cfg.n_boot, cfg.seed, with_ci=False)
                                        for k, rs in analysis.group_by(recs, "speaker").items()}
-        ranked = sorted((m for m in s["models"] if s["models"][m]["wer"] is not None), key=lambda m: s["models"][m]["wer"])
+        ranked = sorted((m for m in s["models"] if s["models"][m]["wer"] is not None),
+                        key=lambda m: s["models"][m]["wer"])
         if ranked:
             s["best_model"] = ranked[0]
             s["best_wer"] = s["models"][ranked[0]]["wer"]

@@ -166,7 +166,8 @@ def _header_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
     if sub.get("rule"):
         add(f"- Subset: {sub['rule']} (of {ds.get('utterances_read')} utterances read)."
             + (f" Then capped: {sub['cap']['rule']}, {sub['cap']['max_utterances']}." if sub.get("cap") else ""))
-    add(f"- Statistics: {cfg.get('n_boot')} bootstrap resamples, seed {cfg.get('seed')}, alpha {sig.get('alpha', cfg.get('alpha'))}.")
+    add(f"- Statistics: {cfg.get('n_boot')} bootstrap resamples, seed {cfg.get('seed')}, "
+        f"alpha {sig.get('alpha', cfg.get('alpha'))}.")
     if s.get("quick"):
         add("- **This is a `--quick` smoke run**: tiny sizes, numbers are not for citing.")
     add("")
@@ -194,7 +195,8 @@ def _headline_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> li
         + "Latency: one utterance at a time, warm-up excluded. Memory: peak resident set of the worker "
         "process running the model alone (imports + weights + transcription).")
     add("")
-    add("| model | WER | 95% CI | CI method | CER | SER | RTF median [min, max] | RTF one pass (RTFx) | latency p50 / p95 | peak memory | params | precision |")
+    add("| model | WER | 95% CI | CI method | CER | SER | RTF median [min, max] | RTF one pass (RTFx) | "
+        "latency p50 / p95 | peak memory | params | precision |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         r = sm[m]
@@ -246,7 +248,8 @@ def error_types_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> 
     for m in models:
         r = sm[m]
         add(f"| {m} | {r.get('sub')} | {r.get('del')} | {r.get('ins')} | {_f(100 * (r.get('sub_rate') or 0), 1)} / "
-            f"{_f(100 * (r.get('del_rate') or 0), 1)} / {_f(100 * (r.get('ins_rate') or 0), 1)} | {r.get('ref_words')} |")
+            f"{_f(100 * (r.get('del_rate') or 0), 1)} / {_f(100 * (r.get('ins_rate') or 0), 1)} | "
+            f"{r.get('ref_words')} |")
     add("")
     fig("sdi", "S/D/I")
     return L
@@ -275,7 +278,8 @@ def _failures_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> li
     add("")
     warns = res.get("warnings") or []
     if warns:
-        add(f"{len(warns)} clip(s) carry audio warnings (kept), e.g. {warns[0]['id']}: {', '.join(warns[0]['warnings'])}.")
+        add(f"{len(warns)} clip(s) carry audio warnings (kept), e.g. {warns[0]['id']}: "
+            f"{', '.join(warns[0]['warnings'])}.")
         add("")
     return L
 
@@ -315,7 +319,10 @@ def _method_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
 
 
 # The report's sections in page order; each returns its Markdown lines.
-SECTIONS = (_header_section, _headline_section, error_types_section, sections.dialect_section, sections.domain_gap_section, sections.significance_section, sections.dialect_effects_section, sections.speed_section, sections.error_analysis_section, sections.advice_section, _failures_section, _method_section)
+SECTIONS = (_header_section, _headline_section, error_types_section, sections.dialect_section,
+            sections.domain_gap_section, sections.significance_section, sections.dialect_effects_section,
+            sections.speed_section, sections.error_analysis_section, sections.advice_section, _failures_section,
+            _method_section)
 
 
 def headline_markdown(res: dict[str, Any]) -> str:

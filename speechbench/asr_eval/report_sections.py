@@ -82,9 +82,9 @@ def dialect_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
         add("WER with its 95% bootstrap CI: the two-way bootstrap where several speakers of the dialect read the "
             "same sentences; otherwise sentences resampled as blocks within the dialect (in the embedded "
             "corpus each sentence is read by one of a dialect's 3 speakers: too few speakers to resample, so "
-            "that interval leaves out the speaker variance and is a lower bound on the spread). " + ("Dialects marked † are in the own CTC "
-                                                                  "models' training accents; the others are "
-                                                                  "held out." if in_dom else ""))
+            "that interval leaves out the speaker variance and is a lower bound on the spread). "
+            + ("Dialects marked † are in the own CTC models' training accents; the others are held out."
+               if in_dom else ""))
         add("")
         add("| dialect | n | " + " | ".join(_short(m) for m in models) + " |")
         add("|---|---|" + "---|" * len(models))
@@ -128,7 +128,8 @@ def domain_gap_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> l
             "recognizer." + (f" The control for the own models is {ctrl}: gap minus control gap is the part of "
                              "the gap due to not hearing those accents in training." if ctrl else ""))
         add("")
-        add("| model | own | in-domain accents | in-domain WER | held-out WER | gap (points) | 95% CI | Wilcoxon p (sentences) | gap minus control | 95% CI |")
+        add("| model | own | in-domain accents | in-domain WER | held-out WER | gap (points) | 95% CI | "
+            "Wilcoxon p (sentences) | gap minus control | 95% CI |")
         add("|---|---|---|---|---|---|---|---|---|---|")
         for m, g in gm.items():
             w = g.get("wilcoxon_over_sentences") or {}
@@ -179,7 +180,8 @@ def significance_section(res: dict[str, Any], figs: dict[str, str], rel: str) ->
                 + " | ".join(cells) + " |")
         add("")
         n_sig = sum(1 for p in sig["pairs"] if p["tests"][primary].get("significant"))
-        n_sent = sum(1 for p in sig["pairs"] if ((p.get("sentence_level") or {}).get("wilcoxon") or {}).get("significant"))
+        n_sent = sum(1 for p in sig["pairs"]
+                     if ((p.get("sentence_level") or {}).get("wilcoxon") or {}).get("significant"))
         add(f"{n_sig} of {len(sig['pairs'])} pairs differ significantly on the primary test after Holm"
             + (f", {n_sent} at the sentence level." if any(p.get("sentence_level") for p in sig["pairs"]) else "."))
         add("")
@@ -207,7 +209,8 @@ def dialect_effects_section(res: dict[str, Any], figs: dict[str, str], rel: str)
             "not matter, 1 = it orders every sentence the same way), then Wilcoxon signed-rank between each "
             "pair of dialects with Holm over the pairs.")
         add("")
-        add("| model | blocks | Friedman chi2 | df | p | Kendall's W | significant dialect pairs (Holm) | hardest dialect (mean rank) |")
+        add("| model | blocks | Friedman chi2 | df | p | Kendall's W | significant dialect pairs (Holm) | "
+            "hardest dialect (mean rank) |")
         add("|---|---|---|---|---|---|---|---|")
         for m, v in de.items():
             fr = v.get("friedman") or {}
@@ -231,7 +234,8 @@ def speed_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[s
     sm = res.get("summary", {}).get("models", {})
     add("## Speed and memory")
     add("")
-    add("| model | audio | compute | RTF one pass | timing passes: RTF per pass (audio) | latency mean / p50 / p95 / max (ms) | load | peak RSS | model RSS | backend |")
+    add("| model | audio | compute | RTF one pass | timing passes: RTF per pass (audio) | "
+        "latency mean / p50 / p95 / max (ms) | load | peak RSS | model RSS | backend |")
     add("|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         r = sm[m]
@@ -239,9 +243,10 @@ def speed_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[s
                   if r.get("rtf_passes") else "n/a")
         add(f"| {m} | {_f(r.get('audio_s'), 0, ' s')} | {_f(r.get('compute_s'), 1, ' s')} | {_f(r.get('rtf'), 3)} | "
             f"{passes} | "
-            f"{_f(r.get('latency_ms_mean'), 0)} / {_f(r.get('latency_ms_p50'), 0)} / {_f(r.get('latency_ms_p95'), 0)} / "
-            f"{_f(r.get('latency_ms_max'), 0)} | {_f(r.get('load_s'), 1, ' s')} | {_f(r.get('peak_memory_mb'), 0, ' MB')} | "
-            f"{_f(r.get('model_memory_mb'), 0, ' MB')} | {r.get('backend')} |")
+            f"{_f(r.get('latency_ms_mean'), 0)} / {_f(r.get('latency_ms_p50'), 0)} / "
+            f"{_f(r.get('latency_ms_p95'), 0)} / {_f(r.get('latency_ms_max'), 0)} | {_f(r.get('load_s'), 1, ' s')} | "
+            f"{_f(r.get('peak_memory_mb'), 0, ' MB')} | {_f(r.get('model_memory_mb'), 0, ' MB')} | "
+            f"{r.get('backend')} |")
     add("")
     mods = res.get("models", {})
     be_rows = [(m, row) for m in models for row in (mods.get(m, {}).get("batch_effect") or [])]
@@ -297,7 +302,8 @@ def error_analysis_section(res: dict[str, Any], figs: dict[str, str], rel: str) 
         add("Cells: word error rate (substituted or deleted) and, in brackets, how many reference words fall in the "
             "class.")
         add("")
-        add("| model | WER vs duration (Spearman rho, p) | top substitutions (ref -> hyp x count) | top deletions | top insertions |")
+        add("| model | WER vs duration (Spearman rho, p) | top substitutions (ref -> hyp x count) | top deletions | "
+            "top insertions |")
         add("|---|---|---|---|---|")
         for m in models:
             a = am.get(m) or {}
@@ -317,7 +323,8 @@ def error_analysis_section(res: dict[str, Any], figs: dict[str, str], rel: str) 
                 best = min(h["wers"], key=h["wers"].get)
                 worst = max(h["wers"], key=h["wers"].get)
                 add(f"| {h['id']} | {h['dialect']} | {_pct(h['mean_wer'], 0)} | {h['ref']} | "
-                    f"{_short(best)}: {h['hyps'][best] or '(empty)'} / {_short(worst)}: {h['hyps'][worst] or '(empty)'} |")
+                    f"{_short(best)}: {h['hyps'][best] or '(empty)'} / "
+                    f"{_short(worst)}: {h['hyps'][worst] or '(empty)'} |")
             add("")
     return L
 
@@ -361,7 +368,8 @@ def advice_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[
                     "p95 latency, then peak memory, among those the primary test does not find significantly "
                     f"worse than the lowest-WER one, {adv.get('lowest_wer_model')}.)")
         if adv.get("excluded_by_budget"):
-            add("- Outside the budget: " + "; ".join(f"{m} ({why})" for m, why in adv["excluded_by_budget"].items()) + ".")
+            add("- Outside the budget: "
+                + "; ".join(f"{m} ({why})" for m, why in adv["excluded_by_budget"].items()) + ".")
         if adv.get("note"):
             add(f"- Note: {adv['note']}.")
         add(f"- **Pareto front** (WER, RTF, memory: no other model is better on all three): "

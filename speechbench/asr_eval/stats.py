@@ -194,8 +194,9 @@ def paired_t(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
 def wilcoxon(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     """Wilcoxon signed-rank on x - y, zero differences dropped (Wilcoxon's convention), two-sided.
 
-    Exact for small untied samples, normal approximation with tie correction otherwise (``wilcoxon_method``). Effect size: the matched-pairs rank-biserial correlation
-    r = (W+ - W-) / (W+ + W-), positive when x tends to be larger.
+    Exact for small untied samples, normal approximation with tie correction otherwise (``wilcoxon_method``).
+    Effect size: the matched-pairs rank-biserial correlation r = (W+ - W-) / (W+ + W-), positive when x
+    tends to be larger.
     """
     d = np.asarray(x, float) - np.asarray(y, float)
     nz = d[d != 0]

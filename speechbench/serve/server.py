@@ -170,8 +170,8 @@ def serve_forever(opts: ServeOptions) -> int:
     sapp = build_app(opts)
     cfg = opts.server
     print(f"serving {sapp.model_name} on ws://{cfg.host}:{cfg.port}/v1/stream (max {sapp.engine.cfg.max_streams} "
-          f"streams); POST http://{cfg.host}:{cfg.port}/v1/transcribe ({sapp.offline.spec if sapp.offline else 'off'}); "
-          f"GET /metrics /healthz", file=sys.stderr, flush=True)
+          f"streams); POST http://{cfg.host}:{cfg.port}/v1/transcribe "
+          f"({sapp.offline.spec if sapp.offline else 'off'}); GET /metrics /healthz", file=sys.stderr, flush=True)
     server = DrainingServer(uvicorn_config(sapp, cfg.host, cfg.port), sapp)
     try:
         server.run()

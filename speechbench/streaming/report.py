@@ -122,7 +122,8 @@ def _sweep_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[
         "First partial: from speech onset (reference timing) to the first non-empty partial of that utterance. "
         "Finalization: from the end of speech to the final (includes the endpointer's silence wait). "
         "RTF: engine compute time / audio time. Batch utilization: streams per step / min(max batch, live "
-        "streams); busy: share of the wall time the scheduler spent stepping. Dropped: chunks lost after they were accepted, or refused because their stream had failed. "
+        "streams); busy: share of the wall time the scheduler spent stepping. Dropped: chunks lost after they were "
+        "accepted, or refused because their stream had failed. "
         "Sustained: p95 < bound and nothing shed, dropped, refused or failed, and every stream finalized.")
     add("")
     hdr = ("| streams | p50 | p95 | p99 ms | first partial p95 | final p95 | RTF | batch mean | util | busy | shed | "
@@ -131,8 +132,9 @@ def _sweep_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[
     add("|" + "---|" * (hdr.count("|") - 1))
     for r in res.get("sweep") or []:
         add(f"| {r['streams']} | {_f(r['chunk_latency_ms_p50'])} | {_f(r['chunk_latency_ms_p95'])} | "
-            f"{_f(r['chunk_latency_ms_p99'])} | {_f(r['first_partial_ms_p95'], 0)} | {_f(r['finalization_ms_p95'], 0)} | "
-            f"{_f(r['rtf'], 3)} | {_f(r['batch_size_mean'])} | {_pct(r['batch_utilization'])} | "
+            f"{_f(r['chunk_latency_ms_p99'])} | {_f(r['first_partial_ms_p95'], 0)} | "
+            f"{_f(r['finalization_ms_p95'], 0)} | {_f(r['rtf'], 3)} | {_f(r['batch_size_mean'])} | "
+            f"{_pct(r['batch_utilization'])} | "
             f"{_pct(r.get('scheduler_busy_share'))} | {r['shed_chunks']} | "
             f"{r['dropped_chunks']} | {r['refused_streams']} | {_f(r['peak_memory_mb'], 0)} | {_pct(r['wer'])} | "
             f"{_pct(r['wer_offline'])} | {_f(r['sustained'])} |")
@@ -166,8 +168,9 @@ def _design_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
         "argmax); silero-vad batched across streams as an option. On an endpoint the final is emitted and the "
         "slot's model and decoder state reset; the stream continues into its next utterance.")
     add("- **Degradation**: admission control (slots; and no new stream while the oldest queued audio is older "
-        "than the overload threshold or the scheduler was busy more than max duty of the last second), a per-stream queue bound beyond which chunks are shed and counted, bad "
-        "chunks (dtype, shape, rate, NaN/inf, oversize) failing only their stream, an idle timeout.")
+        "than the overload threshold or the scheduler was busy more than max duty of the last second), a "
+        "per-stream queue bound beyond which chunks are shed and counted, bad chunks (dtype, shape, rate, "
+        "NaN/inf, oversize) failing only their stream, an idle timeout.")
     add("- **Production**: run one engine per core group (or per GPU) behind a router with sticky sessions "
         "(stream state lives in one process); export the engine's counters (`stats()`: latency histograms, "
         "batch sizes, utilization, backlog, shed/refused/failed counts) to monitoring and alert on p95 latency, "

@@ -21,7 +21,8 @@ def _capacity_section(add: Any, s: dict[str, Any]) -> None:
     rule = next(iter(search.values())).get("rule")
     add(f"One run per level can pass a level by luck or fail it to a neighbour's burst on a shared machine, so "
         f"after each coarse sweep {rule}, and the search bisects between the highest level that holds and the "
-        "first that does not. The runs from the confirmed level up, in the order they ran (S = sustained, F = not; sweep / confirm / bisect).")
+        "first that does not. The runs from the confirmed level up, in the order they ran (S = sustained, "
+        "F = not; sweep / confirm / bisect).")
     add("")
     add("| sweep | confirmed | first not held | runs (streams: outcome, p95 ms) |")
     add("|---|---|---|---|")
@@ -165,8 +166,8 @@ def batching_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> lis
     add("| streams | p50 | p95 ms | RTF | shed | refused | sustained |")
     add("|---|---|---|---|---|---|---|")
     for r in res.get("baseline") or []:
-        add(f"| {r['streams']} | {_f(r['chunk_latency_ms_p50'])} | {_f(r['chunk_latency_ms_p95'])} | {_f(r['rtf'], 3)} | "
-            f"{r['shed_chunks']} | {r['refused_streams']} | {_f(r['sustained'])} |")
+        add(f"| {r['streams']} | {_f(r['chunk_latency_ms_p50'])} | {_f(r['chunk_latency_ms_p95'])} | "
+            f"{_f(r['rtf'], 3)} | {r['shed_chunks']} | {r['refused_streams']} | {_f(r['sustained'])} |")
     add("")
     add(f"Sustained: engine **{s.get('max_streams_p95_under_100ms')}** streams, baseline "
         f"**{s.get('baseline_max_streams_p95_under_100ms')}**; gain {_f(s.get('batching_gain_streams'), 1)}x.")
@@ -280,7 +281,8 @@ def soak_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[st
         add("## Soak")
         add("")
         add(f"{soak.get('streams')} streams for {_f(soak.get('duration_s'), 0)} s: host RSS slope "
-            f"{_f(soak.get('rss_slope_mb_per_min'), 2)} MB/min after warm-up, growth {_f(soak.get('rss_growth_mb'), 1)} "
-            f"MB; p95 chunk latency {_f(soak.get('chunk_latency_ms_p95'))} ms; shed {soak.get('shed_chunks')}.")
+            f"{_f(soak.get('rss_slope_mb_per_min'), 2)} MB/min after warm-up, growth "
+            f"{_f(soak.get('rss_growth_mb'), 1)} MB; p95 chunk latency {_f(soak.get('chunk_latency_ms_p95'))} ms; "
+            f"shed {soak.get('shed_chunks')}.")
         add("")
     return L

@@ -88,7 +88,8 @@ class _Slot:
     done: bool = False
 
 
-def attention_spans(positions: list[int], split: bool = True, min_saving: float = 0.2) -> list[tuple[int, int, int, bool]]:
+def attention_spans(positions: list[int], split: bool = True,
+                    min_saving: float = 0.2) -> list[tuple[int, int, int, bool]]:
     """Row groups for one decode step's self-attention: ``(first_row, end_row, keys_read, masked)`` each.
 
     Row ``i`` attends to keys ``0..positions[i]``. One group reads ``n x (max + 1)`` keys. Continuous batching

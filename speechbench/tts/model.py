@@ -118,7 +118,8 @@ class SimpleTTSModel(nn.Module):
         return self.mel_projection(out), self.stop_token(out)
 
 
-def build_tts_model(seed: int = 0, checkpoint: str | None = None, config: TTSModelConfig | None = None) -> SimpleTTSModel:
+def build_tts_model(seed: int = 0, checkpoint: str | None = None,
+                    config: TTSModelConfig | None = None) -> SimpleTTSModel:
     """Seeded random weights (the seed's setting), or a state_dict from ``checkpoint``."""
     torch.manual_seed(seed)
     model = SimpleTTSModel(config)

@@ -64,7 +64,8 @@ def _headline_table(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
          f"{_f(s.get('optimized_latency_ms_p50'), 0, ' ms')} / {_f(s.get('optimized_latency_ms_p95'), 0, ' ms')}"),
         ("**latency speedup**", _f(s.get("latency_speedup"), 1, "x")
          + (f" (median baseline / median optimized; each baseline run vs its neighbouring optimized runs: "
-            f"{', '.join(_f(x, 1, 'x') for x in s['latency_speedup_pairs'])})" if s.get("latency_speedup_pairs") else "")),
+            f"{', '.join(_f(x, 1, 'x') for x in s['latency_speedup_pairs'])})"
+            if s.get("latency_speedup_pairs") else "")),
         ("model weights: seed fp32 / optimized; KV cache preallocated",
          f"{_f((s.get('model_weight_bytes_baseline') or 0) / 2**20, 1, ' MiB')} / "
          f"{_f((s.get('model_weight_bytes_optimized') or 0) / 2**20, 1, ' MiB')} "
@@ -187,7 +188,8 @@ def headline_markdown(res: dict[str, Any]) -> str:
         f"{_f(s.get('latency_speedup'), 1, 'x')} |",
         f"| throughput, sample texts | {_f(s.get('baseline_throughput_per_s'), 3, ' texts/s')} | "
         f"{_f(s.get('optimized_throughput_per_s'), 2, ' texts/s')} | {_f(s.get('throughput_speedup'), 1, 'x')} |",
-        f"| continuous vs static batching (mixed lengths) | | | {_f(s.get('continuous_vs_static_throughput'), 2, 'x')} |",
+        f"| continuous vs static batching (mixed lengths) | | | "
+        f"{_f(s.get('continuous_vs_static_throughput'), 2, 'x')} |",
         f"| continuous vs the better of FIFO / length-bucketed static (median of draws) | | | "
         f"{_f(s.get('continuous_vs_best_static_throughput'), 2, 'x')} |",
         f"| fidelity: fp32 max abs mel diff / reduced-precision rel L2 | | "

@@ -30,7 +30,8 @@ def latency_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
         add("| category | engine | n | mean ms | p50 ms | p95 ms |")
         add("|---|---|---|---|---|---|")
         for cat, st in base["per_category"].items():
-            add(f"| {cat} | seed baseline | {st['n']} | {_f(st['mean'], 0)} | {_f(st['p50'], 0)} | {_f(st['p95'], 0)} |")
+            add(f"| {cat} | seed baseline | {st['n']} | {_f(st['mean'], 0)} | {_f(st['p50'], 0)} | "
+                f"{_f(st['p95'], 0)} |")
             for name, v in lat.items():
                 c = v["per_category"].get(cat)
                 if c:
@@ -94,7 +95,8 @@ def scheduler_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> li
         if "throughput" in figs:
             add(f"![throughput]({rel}/{figs['throughput']})")
             add("")
-        add("| arrivals | scheduler | texts/s | audio-s/s | latency p50 ms | p95 ms | useful / computed frames | mean active slots |")
+        add("| arrivals | scheduler | texts/s | audio-s/s | latency p50 ms | p95 ms | useful / computed frames | "
+            "mean active slots |")
         add("|---|---|---|---|---|---|---|---|")
         for pattern in ("all_at_once", "poisson"):
             for name in [k for k in ("static", "static_bucketed", "continuous") if k in sch[pattern]]:
@@ -136,7 +138,8 @@ def batch_sweep_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> 
         add("One text repeated to fill the batch. Bandwidth = bytes read per decode step / step time; weights "
             "only (as gpt-fast reports it) and weights + the KV cache read at the average prefix length.")
         add("")
-        add("| batch | batch latency ms | texts/s | audio-s/s | decode step ms | frames/s | weights MB/step | GB/s (weights) | GB/s (+KV) | cache MB |")
+        add("| batch | batch latency ms | texts/s | audio-s/s | decode step ms | frames/s | weights MB/step | "
+            "GB/s (weights) | GB/s (+KV) | cache MB |")
         add("|---|---|---|---|---|---|---|---|---|---|")
         for r in sweep:
             add(f"| {r['batch_size']} | {_f(r['latency_ms'], 0)} | {_f(r['throughput_texts_per_s'], 2)} | "
@@ -268,14 +271,15 @@ def _best_static_section(add: Any, sch: dict[str, Any], s: dict[str, Any]) -> No
         add("That target is **not met**: with every output length known in advance and all requests waiting, "
             "sorting them into batches of similar length leaves continuous batching little padding to remove. "
             "What is left for it is arrivals over time, when a static batcher must either wait to fill a bucket "
-            f"or run part-empty batches: under Poisson arrivals it measured {_f(s.get('continuous_vs_best_static_throughput_poisson'), 2)}x "
-            f"the better static batcher's throughput at {_f(s.get('continuous_vs_best_static_p95_latency_poisson'), 2)}x "
-            "its p95 latency.")
+            "or run part-empty batches: under Poisson arrivals it measured "
+            f"{_f(s.get('continuous_vs_best_static_throughput_poisson'), 2)}x the better static batcher's "
+            f"throughput at {_f(s.get('continuous_vs_best_static_p95_latency_poisson'), 2)}x its p95 latency.")
     add("")
     add("| draw | seed | FIFO static texts/s | bucketed texts/s | continuous texts/s | vs best static | step bound |")
     add("|---|---|---|---|---|---|---|")
     for d in draws:
-        add(f"| {d['draw']} | {d['seed']} | {_f(d['static_texts_per_s'], 2)} | {_f(d['static_bucketed_texts_per_s'], 2)} "
-            f"| {_f(d['continuous_texts_per_s'], 2)} | {_f(d['continuous_vs_best_static_throughput'], 2)}x "
+        add(f"| {d['draw']} | {d['seed']} | {_f(d['static_texts_per_s'], 2)} | "
+            f"{_f(d['static_bucketed_texts_per_s'], 2)} | {_f(d['continuous_texts_per_s'], 2)} | "
+            f"{_f(d['continuous_vs_best_static_throughput'], 2)}x "
             f"| {_f(d['step_bound']['vs_best_static'], 2)}x |")
     add("")

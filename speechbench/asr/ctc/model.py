@@ -137,8 +137,8 @@ class StreamState:
 
     cache1: (B, 1, k, n_mels) normalized input frames conv1 has not consumed (starts as 2 zero frames,
     the left padding); cache2: (B, C1, k, n_mels/2) the same for conv2; h, c: (layers, B, hidden).
-    When every chunk is a multiple of the model's subsampling (frames), k stays 2, so states of different streams have equal
-    shapes and stack into one batch.
+    When every chunk is a multiple of the model's subsampling (frames), k stays 2, so states of different
+    streams have equal shapes and stack into one batch.
     """
 
     cache1: torch.Tensor

@@ -81,10 +81,12 @@ class LoadSections:
             "unfinished_streams": raw["unfinished"],
             "peak_memory_mb": pm.report.peak_mb, "host_rss_peak_mb": pm.report.host_rss_peak_mb,
             "cuda_peak_allocated_mb": pm.report.cuda_peak_allocated_mb,
-            "wer": w["wer"], "wer_offline": wo["wer"], "wer_detail": w, "wer_offline_detail": wo, "utterances_scored": len(rows),
+            "wer": w["wer"], "wer_offline": wo["wer"], "wer_detail": w, "wer_offline_detail": wo,
+            "utterances_scored": len(rows),
             "excluded_streams": scored["excluded_streams"],
             "throughput_audio_s_per_s": stats["audio_s"] / raw["wall_s"] if raw["wall_s"] else None,
-            "engine_alive": alive, "loadgen_lag_ms": raw["lag"].summary(), "loadgen_behind_chunks": raw["behind_chunks"],
+            "engine_alive": alive, "loadgen_lag_ms": raw["lag"].summary(),
+            "loadgen_behind_chunks": raw["behind_chunks"],
             "wall_s": raw["wall_s"], "drain_s": raw["drain_s"], "engine": stats, "noise": noise,
             "examples": [{"ref": self.pool_by_id[r["utt"]].text, "hyp": r["hyp"]} for r in rows[:2]],
             # what the WER is computed on, for the first streams: reference, streaming and offline transcripts
@@ -123,8 +125,9 @@ class LoadSections:
             store[name] = runs
             self.save()
             log.info("%s %4d streams: p50 %s p95 %s ms, batch %.1f, util %s, shed %d, refused %d, wer %s "
-                     "(offline %s) [%.0f s]", name, n, fixed(r["chunk_latency_ms_p50"]), fixed(r["chunk_latency_ms_p95"]),
-                     r["batch_size_mean"] or 0, fixed(r["batch_utilization"], 2), r["shed_chunks"],
+                     "(offline %s) [%.0f s]", name, n, fixed(r["chunk_latency_ms_p50"]),
+                     fixed(r["chunk_latency_ms_p95"]), r["batch_size_mean"] or 0, fixed(r["batch_utilization"], 2),
+                     r["shed_chunks"],
                      r["refused_streams"], fixed(r["wer"], 3), fixed(r["wer_offline"], 3), time.perf_counter() - t0)
             if stop_at_failure and not r["sustained"]:
                 break

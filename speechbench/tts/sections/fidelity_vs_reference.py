@@ -76,7 +76,8 @@ class FidelitySections:
                    key=len, default=None)
         if text is None:
             return None
-        ref = NaiveTTSInference(self.model, policy, self.tokenizer, causal=True, device=self.device).synthesize(text).mel
+        ref = NaiveTTSInference(self.model, policy, self.tokenizer, causal=True,
+                                device=self.device).synthesize(text).mel
         out: dict[str, Any] = {"text_chars": len(text), "max_frames": policy.max_frames, "variants": {}}
         for prec in dict.fromkeys(["fp32", self.precision]):
             mel = self.engine(prec, 1, policy=policy).synthesize(text).mel

@@ -22,8 +22,9 @@ class LatencySections:
         """The seed's loop on every sample text (the headline text ``headline_baseline_repeats`` times).
         Around and between its runs of the headline text, the optimized engine decodes that same text
         (``headline_repeats`` runs in groups): this machine's speed drifts by 20-40% over minutes, so the
-        latency speedup's two sides must be measured seconds apart. (Spread over the whole baseline, the optimized samples came from a slower
-        stretch than the one baseline sample: 10.1x against 11.6x from its neighbours alone.)"""
+        latency speedup's two sides must be measured seconds apart. (Spread over the whole baseline, the
+        optimized samples came from a slower stretch than the one baseline sample: 10.1x against 11.6x from
+        its neighbours alone.)"""
         runner = NaiveTTSInference(self.model, self.policy, self.tokenizer, causal=False, device=self.device)
         # Warm-up (allocator, kernels), not timed: 16 frames do it; a full short text cost seconds of a
         # quadratic loop.
@@ -148,9 +149,11 @@ class LatencySections:
         if "sequential_throughput_texts_per_s" in base:
             steps.append(("seed baseline (naive loop, fp32)", base["sequential_throughput_texts_per_s"], {}))
         if "kv_cache_fp32" in lat:
-            steps.append(("+ KV cache & precomputed cross-attn K/V", lat["kv_cache_fp32"]["sequential_throughput_texts_per_s"], {}))
+            steps.append(("+ KV cache & precomputed cross-attn K/V",
+                          lat["kv_cache_fp32"]["sequential_throughput_texts_per_s"], {}))
         if f"kv_cache_{self.precision}" in lat and self.precision != "fp32":
-            steps.append((f"+ {self.precision}", lat[f"kv_cache_{self.precision}"]["sequential_throughput_texts_per_s"], {}))
+            steps.append((f"+ {self.precision}",
+                          lat[f"kv_cache_{self.precision}"]["sequential_throughput_texts_per_s"], {}))
         reqs = [Request(t, i) for i, t in enumerate(self.texts)]
         slots = self.cfg.slots
         eng = self.engine(self.precision, slots)
