@@ -25,6 +25,7 @@ from typing import Any
 
 import uvicorn
 
+from speechbench.common.cli import apply_args
 from speechbench.serve.app import ServerApp
 from speechbench.serve.config import ServerConfig
 from speechbench.serve.offline import OfflineService, decode_wav, load, resolve_model
@@ -254,11 +255,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(a: argparse.Namespace) -> ServeOptions:
-    ec = StreamingEngineConfig(max_streams=a.max_streams, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
-                               model_chunk_ms=a.model_chunk_ms, max_queue_ms=a.max_queue_ms,
-                               overload_ms=a.overload_ms, max_duty=a.max_duty, endpoint=a.endpoint,
-                               endpoint_silence_ms=a.endpoint_silence_ms, gil_switch_ms=a.gil_switch_ms,
-                               idle_timeout_s=max(a.idle_timeout_s + 5, 30.0))
+    # The engine flags (engine_args) copied by name; the engine's own idle timeout stays behind the
+    # server's, which closes an idle connection with its own error frame first.
+    ec = apply_args(StreamingEngineConfig(idle_timeout_s=max(a.idle_timeout_s + 5, 30.0)), a,
+                    skip=("device", "idle_timeout_s"))
     sc = ServerConfig(host=a.host, port=a.port, idle_timeout_s=a.idle_timeout_s, max_frame_ms=a.max_frame_ms,
                       drain_timeout_s=a.drain_timeout_s, offline_model=a.offline_model,
                       offline_queue=a.offline_queue, max_body_mb=a.max_body_mb)

@@ -3,7 +3,7 @@ the engine settings it implies, and seeded random weights for smoke runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,10 @@ def random_checkpoint(seed: int) -> tuple[CTCModel, FeatureConfig, dict[str, Any
 
 
 def engine_config_for(c: StreamingBenchConfig, device: torch.device | str = "cpu") -> StreamingEngineConfig:
-    """The engine settings a benchmark config implies (the CLI validates them before any section runs)."""
-    return StreamingEngineConfig(model_chunk_ms=c.model_chunk_ms, max_streams=c.max_streams, max_batch=c.max_batch,
-                        max_wait_ms=c.max_wait_ms, max_queue_ms=c.max_queue_ms, overload_ms=c.overload_ms,
-                        max_duty=c.max_duty, max_chunk_ms=max(StreamingEngineConfig.max_chunk_ms, float(c.chunk_ms)),
-                        endpoint=c.endpoint, endpoint_silence_ms=c.endpoint_silence_ms, gil_switch_ms=c.gil_switch_ms,
-                                 device=str(device))
+    """The engine settings a benchmark config implies (the CLI validates them before any section runs): every
+    engine field the benchmark config also has, so a new engine setting needs no list kept here; the longest
+    accepted client chunk admits the benchmark's own chunks."""
+    ours = {f.name for f in fields(StreamingBenchConfig)}
+    shared = {f.name: getattr(c, f.name) for f in fields(StreamingEngineConfig) if f.name in ours}
+    return StreamingEngineConfig(**{**shared, "device": str(device),
+                                    "max_chunk_ms": max(StreamingEngineConfig.max_chunk_ms, float(c.chunk_ms))})
