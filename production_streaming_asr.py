@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", default=d.checkpoint,
                    help="causal CTC checkpoint (train_asr.py --model streaming), or 'random' for seeded random "
                    "weights (smoke runs: transcripts are noise) (default: %(default)s)")
+    g.add_argument("--ctc-eager", dest="ctc_graph", action="store_false",
+                   help="run the CTC model's step op by op (eager PyTorch) instead of as one traced TorchScript "
+                   "graph; the graph is bit-identical and holds the GIL once a step, not once per op")
     g.add_argument("--manifest", default=None,
                    help="JSONL manifest of the speech to replay (default: the cached default corpus, built on "
                    "first use; --quick: the quick corpus). Clean-condition lines are used when there are any")
@@ -124,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "driven by real WebSocket clients on loopback; inproc: no server; ws: only the WebSocket "
                    "sweep (default: %(default)s)")
     g.add_argument("--network-streams", type=int, nargs="+", default=None,
-                   help="WebSocket client counts to sweep (default: 1/4, 1/2, 0.7 and all of the in-process "
+                   help="WebSocket client counts to sweep (default: 1/2, 0.7 and all of the in-process "
                    "capacity; --quick: 4)")
     g.add_argument("--network-duration-s", type=float, default=None,
                    help=f"seconds of audio per WebSocket client per level (default: {d.network_duration_s:g}, "

@@ -85,6 +85,51 @@ def test_ctc_batched_step_equals_per_stream_steps():
     assert any(batched.text(int(s)) for s in slots)
 
 
+def test_ctc_traced_graph_step_is_bit_identical_to_eager():
+    # The traced TorchScript step (the default) against the eager step on the same weights: every step's
+    # log-probs, symbols and texts equal exactly, at varying batch sizes and slots.
+    torch.manual_seed(4)
+    cfg = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=2, bidirectional=False,
+                      causal=True)
+    net = CTCModel(cfg).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(30.0)
+    graph, eager = CTCStreamingModel(net, FeatureConfig()), CTCStreamingModel(net, FeatureConfig(), graph=False)
+    taps: dict[str, list[torch.Tensor]] = {"graph": [], "eager": []}
+    for name, m in (("graph", graph), ("eager", eager)):
+        m.allocate(8, 40)
+        m.reset(list(range(8)), new_stream=True)
+        m.tap = lambda slots, lp, name=name: taps[name].append(lp.clone())
+    assert graph.graph is not None and eager.graph is None and graph.options()["graph"] == "torchscript trace"
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        slots = np.sort(rng.choice(8, size=1 + k % 6, replace=False))
+        audio = (0.1 * rng.standard_normal((len(slots), 640))).astype(np.float32)
+        no = np.zeros(len(slots), dtype=bool)
+        a, b = graph.step(slots, audio, no), eager.step(slots, audio, no)
+        assert a.texts == b.texts
+        assert torch.equal(a.frame_symbols, b.frame_symbols)
+    assert all(torch.equal(x, y) for x, y in zip(taps["graph"], taps["eager"], strict=True))
+    assert any(graph.text(s) for s in range(8))
+
+
+def test_ctc_step_falls_back_to_eager_when_the_trace_is_refused(monkeypatch):
+    from speechbench.streaming.models import ctc_graph
+
+    def refuse(*a, **k):
+        raise RuntimeError("traced CTC step differs from eager at batch 3")
+
+    monkeypatch.setattr(ctc_graph, "traced_chunk_step", refuse)
+    torch.manual_seed(5)
+    net = CTCModel(ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=1, bidirectional=False,
+                               causal=True)).eval()
+    m = CTCStreamingModel(net, FeatureConfig())
+    m.allocate(2, 40)
+    m.reset([0, 1], new_stream=True)
+    out = m.step(np.array([0, 1]), np.zeros((2, 640), np.float32), np.zeros(2, dtype=bool))
+    assert m.graph is None and "differs" in m.options()["graph_error"] and len(out.texts) == 2
+
+
 # --- Whisper with LocalAgreement ------------------------------------------------------------------------------
 
 needs_whisper = pytest.mark.skipif(importlib.util.find_spec("faster_whisper") is None,

@@ -93,10 +93,14 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
         return ec
 
     def new_engine(self, on_event: Any, **over: Any) -> StreamingEngine:
-        model = self.serving or CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device)
+        model = self.serving or CTCStreamingModel(self.model, self.feat_cfg, self.tokenizer, self.device,
+                                                  graph=self.cfg.ctc_graph)
         from speechbench.streaming.models.registry import fit_engine_config
 
         eng = StreamingEngine(model, fit_engine_config(model, self.engine_config(**over), over), on_event=on_event)
+        if self.serving is None:  # how the CTC step ran: one traced graph, or eager (and why)
+            opts = model.options()
+            self.results["model"]["step"] = {k: opts[k] for k in ("graph", "graph_error") if k in opts}
         eng.warmup((1, 8, min(64, eng.cfg.max_streams)))
         return eng
 

@@ -96,7 +96,8 @@ class ServerProcess:
 def server_args(bench: Any, max_streams: int) -> list[str]:
     c = bench.cfg
     threads = c.threads or 1  # the event loop needs the other core: torch's spin-waiting thread would take it
-    args = ["--model", "ctc-streaming", "--checkpoint", c.checkpoint, "--offline-model", "none",
+    model = "ctc-streaming" if c.ctc_graph else "ctc-streaming@graph=false"
+    args = ["--model", model, "--checkpoint", c.checkpoint, "--offline-model", "none",
             "--threads", str(threads), "--max-streams", str(max_streams), "--max-batch", str(c.max_batch),
             "--max-wait-ms", str(c.max_wait_ms), "--model-chunk-ms", str(c.model_chunk_ms),
             "--endpoint", c.endpoint, "--endpoint-silence-ms", str(c.endpoint_silence_ms),

@@ -52,9 +52,9 @@ class TTSBenchConfig:
     sched_max_frames: int = 500
     poisson_load: float = 0.7  # Poisson arrival rate as a fraction of measured continuous capacity
     # The first requests of the same draw, for the Poisson pattern. Under 70% load both schedulers keep up,
-    # so throughput there is the arrival rate by construction and what it measures is latency; 24 requests
-    # (3 pool turnovers) give its p50/p95 at 60% of the cost of 40 (the run's 10 minutes are tight).
-    poisson_requests: int = 24
+    # so throughput there is the arrival rate by construction and what it measures is latency; 16 requests
+    # (2 pool turnovers) give its p50/p95 at 40% of the cost of 40 (the main job's 35 minutes are tight).
+    poisson_requests: int = 16
     # Seeded request draws (all arriving at once) for continuous vs the better static batcher: which
     # sentences were drawn moves the ratio by +-15% (the step bound over 20 draws ran 1.10-1.37 vs FIFO),
     # so the headline is a median over draws, not one draw.

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from speechbench.asr.ctc.features import FeatureConfig, LogMel
-from speechbench.asr.ctc.model import CTCModel
+from speechbench.asr.ctc.model import CTCModel, StreamState
 from speechbench.asr.ctc.tokenizer import BLANK, Tokenizer
 from speechbench.streaming.models.base import StepOutput, StreamingModel
 
@@ -32,7 +32,7 @@ class CTCStreamingModel(StreamingModel):
     needs_final_step = False  # every step's text is already final: no flush step at the end
 
     def __init__(self, model: CTCModel, feat_cfg: FeatureConfig, tokenizer: Tokenizer | None = None,
-                 device: str | torch.device = "cpu", name: str | None = None) -> None:
+                 device: str | torch.device = "cpu", name: str | None = None, graph: bool = True) -> None:
         if not model.cfg.causal:
             raise ValueError(f"model {model.cfg.name!r} is not causal; a streaming engine needs a causal model")
         self.device = torch.device(device)
@@ -48,6 +48,11 @@ class CTCStreamingModel(StreamingModel):
         self.frame_ms = 1000 * feat_cfg.hop_length * model.subsampling / feat_cfg.sample_rate
         self.default_chunk_ms = int(max(40, self.frame_ms))
         self.overlap = feat_cfg.left_context
+        # graph: run features + forward_chunk as one traced TorchScript graph (ctc_graph.py: the step then
+        # holds the GIL once, not once per op); False or a failed trace: eager.
+        self.use_graph = graph
+        self.graph: torch.jit.ScriptModule | None = None
+        self.graph_error: str | None = None
         # testing/debugging hook: called with (slots, log-probs) of every step
         self.tap: Callable[[np.ndarray, torch.Tensor], None] | None = None
 
@@ -65,6 +70,13 @@ class CTCStreamingModel(StreamingModel):
         self.prev = torch.full((capacity,), BLANK, dtype=torch.long, device=self.device)
         self.ids: list[list[int]] = [[] for _ in range(capacity)]
         self.texts = [""] * capacity
+        if self.use_graph:
+            from speechbench.streaming.models.ctc_graph import traced_chunk_step
+
+            try:
+                self.graph = traced_chunk_step(self.model, self.extractor, self.overlap + samples)
+            except Exception as e:  # not bit-identical, not traceable, or no tracer: stay eager, say why
+                self.graph, self.graph_error = None, f"{type(e).__name__}: {e}"
 
     def reset(self, slots: list[int], new_stream: bool) -> None:
         idx = torch.tensor(slots, dtype=torch.long, device=self.device)
@@ -89,9 +101,15 @@ class CTCStreamingModel(StreamingModel):
         idx = torch.from_numpy(slots).to(self.device)
         x = torch.cat([self.ovl.index_select(0, idx), torch.from_numpy(audio).to(self.device)], dim=1)
         self.ovl.index_copy_(0, idx, x[:, -self.overlap:])
-        feats = self.extractor.frames(x)  # (B, chunk frames, n_mels)
-        t1 = time.perf_counter()
-        lp, new_state = self.model.forward_chunk(feats, self.pool.select(idx))
+        state = self.pool.select(idx)
+        if self.graph is not None and x.shape[1] == self.overlap + self.chunk_samples:
+            t1 = time.perf_counter()  # features run inside the graph: counted as model time
+            lp, *tensors = self.graph(x, state.cache1, state.cache2, state.h, state.c)
+            new_state = StreamState(*tensors)
+        else:
+            feats = self.extractor.frames(x)  # (B, chunk frames, n_mels)
+            t1 = time.perf_counter()
+            lp, new_state = self.model.forward_chunk(feats, state)
         self.pool.scatter_(idx, new_state)
         ids = lp.argmax(-1)  # (B, t)
         if self.tap is not None:
@@ -116,7 +134,13 @@ class CTCStreamingModel(StreamingModel):
         with torch.no_grad():
             for b in batch_sizes:
                 x = torch.zeros(b, self.overlap + self.chunk_samples, device=self.device)
+                if self.graph is not None:
+                    st = self.model.init_state(b, device=self.device)
+                    self.graph(x, st.cache1, st.cache2, st.h, st.c)
+                    continue
                 self.model.forward_chunk(self.extractor.frames(x), self.model.init_state(b, device=self.device))
 
     def options(self) -> dict[str, Any]:
-        return {"decoder": "greedy", "frame_ms": self.frame_ms, "config": self.model.cfg.to_json()}
+        return {"decoder": "greedy", "frame_ms": self.frame_ms, "config": self.model.cfg.to_json(),
+                "graph": "torchscript trace" if self.graph is not None else "eager",
+                **({"graph_error": self.graph_error} if self.graph_error else {})}

@@ -4,7 +4,8 @@ Each name gives a ``StreamingModel`` for the engine plus the same recognizer's o
 transcription, the reference its streaming WER is compared with:
 
 * ``ctc-streaming`` (or ``ctc:<checkpoint.pt>``): the project's causal CTC model; offline = the same model
-  over the whole utterance, greedy. Trained on synthetic speech only (fails on human speech).
+  over the whole utterance, greedy. ``@graph=false``: its step eager instead of one traced graph.
+  Trained on synthetic speech only (fails on human speech).
 * ``whisper-tiny.en``, ``whisper-base`` (optionally ``@compute_type=float32,beam_size=5``): Whisper under
   LocalAgreement-2, re-decodes batched across streams; offline = the same recognizer, same decoding options,
   through faster-whisper's own ``transcribe`` (30 s window).
@@ -61,8 +62,8 @@ def parse(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), opts
 
 
-def load_ctc(checkpoint: str, device: torch.device | str = "cpu", seed: int = 0, name: str | None = None
-             ) -> LoadedModel:
+def load_ctc(checkpoint: str, device: torch.device | str = "cpu", seed: int = 0, name: str | None = None,
+             graph: bool = True) -> LoadedModel:
     from speechbench.asr.ctc.decode import greedy_decode
     from speechbench.asr.ctc.features import LogMel, waveforms_to_batch
     from speechbench.asr.ctc.tokenizer import Tokenizer
@@ -84,7 +85,7 @@ def load_ctc(checkpoint: str, device: torch.device | str = "cpu", seed: int = 0,
     if not net.cfg.causal:
         raise RecognizerUnavailable(f"{checkpoint} is not a causal (streaming) model")
     tok = Tokenizer(payload["chars"])
-    model = CTCStreamingModel(net, feat_cfg, tok, device, name=name or "ctc-streaming")
+    model = CTCStreamingModel(net, feat_cfg, tok, device, name=name or "ctc-streaming", graph=graph)
     extractor = LogMel(feat_cfg).to(device)
 
     @torch.no_grad()
@@ -126,10 +127,11 @@ def load_moonshine(options: dict[str, Any]) -> LoadedModel:
 def load_streaming_model(spec: str, device: torch.device | str = "cpu", threads: int | None = None,
                          checkpoint: str = "models/ctc-streaming.pt", seed: int = 0) -> LoadedModel:
     name, options = parse(spec)
+    graph = bool(options.get("graph", True))  # ctc-streaming@graph=false: the eager step
     if name == "ctc-streaming":
-        return load_ctc(options.get("checkpoint", checkpoint), device, seed)
+        return load_ctc(options.get("checkpoint", checkpoint), device, seed, graph=graph)
     if name.startswith("ctc:"):
-        return load_ctc(name[4:], device, seed, name=name)
+        return load_ctc(name[4:], device, seed, name=name, graph=graph)
     if name in ("whisper-tiny.en", "whisper-base"):
         return load_whisper(name, options, threads)
     if name == "moonshine-tiny":
