@@ -98,6 +98,8 @@ def test_report_is_rendered_from_json_and_report_only_rerenders(quick_run):
     report = (out / "docs" / "s.md").read_text()
     assert "## Load sweep" in report and "## Targets" in report
     assert f"engine **{res['summary']['max_streams_p95_under_100ms']}** streams" in report
+    # how the CTC step ran is recorded and stated (random weights trace like trained ones)
+    assert res["model"]["step"] == {"graph": "torchscript trace"} and "one traced TorchScript graph" in report
     assert (out / "docs" / "figures" / "s_latency.png").exists()
     (out / "docs" / "s.md").unlink()
     proc = run_cli("--report-only", "--output", str(out / "s.json"), "--report", str(out / "docs" / "s.md"))

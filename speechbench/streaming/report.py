@@ -15,6 +15,16 @@ from speechbench.streaming import report_sections as sections
 from speechbench.streaming.plots import make_plots
 
 
+def _step_note(step: dict) -> str:
+    """How the CTC step ran (results before the traced graph have no ``model.step``)."""
+    if step.get("graph") == "torchscript trace":
+        return "; each step runs as one traced TorchScript graph (bit-identical to eager, tested)"
+    if step.get("graph") == "eager":
+        return "; each step runs op by op (eager)" + (f", the trace failed: {step['graph_error']}"
+                                                    if step.get("graph_error") else "")
+    return ""
+
+
 def headline_markdown(res: dict[str, Any]) -> str:
     s = res.get("summary", {})
     env = res.get("env", {})
@@ -77,7 +87,7 @@ def _header_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
     L.extend(noise_markdown(res))
     add(f"- Model: `{m.get('checkpoint')}`, causal conv + {m.get('config', {}).get('layers')}x"
         f"{m.get('config', {}).get('hidden')} unidirectional LSTM CTC, {_f((m.get('params') or 0) / 1e6, 2)} M "
-        f"parameters; greedy decoding")
+        f"parameters; greedy decoding" + _step_note(m.get("step") or {}))
     add(f"- Audio: {setup.get('pool_utterances')} utterances ({_f(setup.get('pool_audio_s'), 0)} s; accents "
         f"{', '.join(setup.get('pool_accents') or [])}) from `{setup.get('manifest')}`, replayed by every stream "
         f"in a different order with {cfg.get('gap_s', [0, 0])[0]}-{cfg.get('gap_s', [0, 0])[1]} s silences; "
