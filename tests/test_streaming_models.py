@@ -59,13 +59,19 @@ def test_local_agreement_3_needs_three_hypotheses():
 # --- CTC: batched step == per-stream steps -------------------------------------------------------------------
 
 
-def test_ctc_batched_step_equals_per_stream_steps():
-    torch.manual_seed(3)
-    cfg = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=1, bidirectional=False,
+def tiny_ctc(seed: int, layers: int = 1) -> CTCModel:
+    """A small causal CTC model with a sharpened head, so greedy decoding emits symbols."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=layers, bidirectional=False,
                       causal=True)
     net = CTCModel(cfg).eval()
     with torch.no_grad():
         net.head.weight.mul_(30.0)
+    return net
+
+
+def test_ctc_batched_step_equals_per_stream_steps():
+    net = tiny_ctc(3)
     rng = np.random.default_rng(0)
     chunks = rng.standard_normal((6, 3, 640)).astype(np.float32) * 0.1  # 6 steps x 3 streams
     batched = CTCStreamingModel(net, FeatureConfig())
@@ -88,12 +94,7 @@ def test_ctc_batched_step_equals_per_stream_steps():
 def test_ctc_traced_graph_step_is_bit_identical_to_eager():
     # The traced TorchScript step (the default) against the eager step on the same weights: every step's
     # log-probs, symbols and texts equal exactly, at varying batch sizes and slots.
-    torch.manual_seed(4)
-    cfg = ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=2, bidirectional=False,
-                      causal=True)
-    net = CTCModel(cfg).eval()
-    with torch.no_grad():
-        net.head.weight.mul_(30.0)
+    net = tiny_ctc(4, layers=2)
     graph, eager = CTCStreamingModel(net, FeatureConfig()), CTCStreamingModel(net, FeatureConfig(), graph=False)
     taps: dict[str, list[torch.Tensor]] = {"graph": [], "eager": []}
     for name, m in (("graph", graph), ("eager", eager)):
@@ -120,10 +121,7 @@ def test_ctc_step_falls_back_to_eager_when_the_trace_is_refused(monkeypatch):
         raise RuntimeError("traced CTC step differs from eager at batch 3")
 
     monkeypatch.setattr(ctc_graph, "traced_chunk_step", refuse)
-    torch.manual_seed(5)
-    net = CTCModel(ModelConfig(name="t", conv_channels=(8, 8), proj=32, hidden=32, layers=1, bidirectional=False,
-                               causal=True)).eval()
-    m = CTCStreamingModel(net, FeatureConfig())
+    m = CTCStreamingModel(tiny_ctc(5), FeatureConfig())
     m.allocate(2, 40)
     m.reset([0, 1], new_stream=True)
     out = m.step(np.array([0, 1]), np.zeros((2, 640), np.float32), np.zeros(2, dtype=bool))

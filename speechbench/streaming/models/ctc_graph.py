@@ -27,8 +27,6 @@ from torch import nn
 from speechbench.asr.ctc.features import LogMel
 from speechbench.asr.ctc.model import CTCModel, StreamState
 
-StateTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
 
 class ChunkStep(nn.Module):
     """(B, overlap + chunk) audio + the four state tensors -> (B, t, vocab) log-probs + new state tensors."""
@@ -44,7 +42,8 @@ class ChunkStep(nn.Module):
         return lp, st.cache1, st.cache2, st.h, st.c
 
 
-# One trace per (model, extractor, audio length): the benchmark builds a new engine per load level.
+# One trace per (model, feature config, audio length): the benchmark builds a new engine per load level. The
+# trace shares the model's parameter tensors, so in-place weight updates (load_state_dict) reach it.
 _TRACES: weakref.WeakKeyDictionary[CTCModel, dict[tuple[str, int], torch.jit.ScriptModule]] = \
     weakref.WeakKeyDictionary()
 
