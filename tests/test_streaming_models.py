@@ -114,6 +114,14 @@ def test_ctc_traced_graph_step_is_bit_identical_to_eager():
     assert any(graph.text(s) for s in range(8))
 
 
+def test_ctc_graph_option_must_be_a_boolean():
+    from speechbench.streaming.models.registry import load_streaming_model
+
+    with pytest.raises(ValueError, match="graph=true or graph=false"):
+        load_streaming_model("ctc-streaming@graph=no", checkpoint="random")
+    assert load_streaming_model("ctc-streaming@graph=false", checkpoint="random").model.use_graph is False
+
+
 def test_ctc_step_falls_back_to_eager_when_the_trace_is_refused(monkeypatch):
     from speechbench.streaming.models import ctc_graph
 

@@ -127,7 +127,9 @@ def load_moonshine(options: dict[str, Any]) -> LoadedModel:
 def load_streaming_model(spec: str, device: torch.device | str = "cpu", threads: int | None = None,
                          checkpoint: str = "models/ctc-streaming.pt", seed: int = 0) -> LoadedModel:
     name, options = parse(spec)
-    graph = bool(options.get("graph", True))  # ctc-streaming@graph=false: the eager step
+    graph = options.get("graph", True)  # ctc-streaming@graph=false: the eager step
+    if not isinstance(graph, bool):
+        raise ValueError(f"model option graph={graph!r} in {spec!r}: use graph=true or graph=false")
     if name == "ctc-streaming":
         return load_ctc(options.get("checkpoint", checkpoint), device, seed, graph=graph)
     if name.startswith("ctc:"):
