@@ -496,3 +496,46 @@ def test_engine_holds_gil_switch_interval_while_running(model):
         assert sys.getswitchinterval() == pytest.approx(before)  # 0: left alone
     with pytest.raises(ValueError, match="gil_switch_ms"):
         ecfg(gil_switch_ms=-1).validate()
+
+
+def test_engine_freezes_gc_heap_while_running(model):
+    """A full garbage collection must not walk the startup heap mid-load: a running engine freezes the
+    objects that exist when it starts, and the last engine to stop unfreezes them."""
+    import gc
+
+    before = gc.get_freeze_count()
+    assert before == 0  # nothing else in the test process freezes
+    a = StreamingEngine(ctc(model), ecfg())
+    b = StreamingEngine(ctc(model), ecfg())
+    try:
+        assert gc.get_freeze_count() > 0
+        a.stop()
+        assert gc.get_freeze_count() > 0  # b still runs
+    finally:
+        a.stop()
+        b.stop()
+    assert gc.get_freeze_count() == 0
+    with StreamingEngine(ctc(model), ecfg(gc_freeze=False)):
+        assert gc.get_freeze_count() == 0
+
+
+def test_staggered_streams_step_together_as_soon_as_all_are_ready(model):
+    """Live streams whose chunks arrive one after another ride in one step, which starts when the last of
+    them is ready, not at the max_wait deadline: the chunk that completes the batch wakes the scheduler
+    (which is not woken by every chunk)."""
+    n, chunk, periods = 6, 640, 25
+    wave = audio(5, periods * 0.04)
+    with StreamingEngine(ctc(model), ecfg(endpoint="none", max_wait_ms=3000)) as eng:
+        for k in range(n):
+            eng.add_stream(f"s{k}")
+        t0 = time.perf_counter()
+        for p in range(periods):  # real-time pacing, the streams 4 ms apart within each 40 ms
+            for k in range(n):
+                eng.process_chunk(f"s{k}", wave[p * chunk: (p + 1) * chunk])
+                time.sleep(0.004)
+            time.sleep(max(0.0, t0 + 0.04 * (p + 1) - time.perf_counter()))
+        for k in range(n):
+            eng.finalize_stream(f"s{k}").result(timeout=10)
+        st = eng.stats()
+    assert st["chunk_latency_ms"]["p95"] < 250, st["chunk_latency_ms"]  # a missed wake-up waits for the 3 s deadline
+    assert st["batch_size_mean"] > n / 2

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from speechbench.streaming.gil import hold_gc_freeze, release_gc_freeze
 from speechbench.streaming.loadgen import SR, LoadConfig, StreamScript, StreamTrack, UttAudio, make_floor
 from speechbench.streaming.metrics import Histogram
 
@@ -157,8 +158,10 @@ async def _run_clients(url: str, clients: list[_Client], close_timeout: float) -
     await asyncio.gather(*(c.run(url, close_timeout) for c in clients))
 
 
-def run_network_load(ws_url: str, pool: list[UttAudio], cfg: LoadConfig) -> dict[str, Any]:
+def run_network_load(ws_url: str, pool: list[UttAudio], cfg: LoadConfig, gc_freeze: bool = True) -> dict[str, Any]:
     """``cfg.streams`` WebSocket clients replaying ``pool``; the same seeds and scripts as ``run_load``.
+    ``gc_freeze``: freeze this process's heap while the clients run, as the engine does (streaming/gil.py),
+    so a full collection in the load generator does not stall every client's clock at once.
 
     Returns the tracks (for ``score_tracks``), client-side latency and lag histograms, refusals by HTTP
     status, close codes, and wall time."""
@@ -176,7 +179,13 @@ def run_network_load(ws_url: str, pool: list[UttAudio], cfg: LoadConfig) -> dict
         tr.start = t0 + cfg.ramp_s * k / max(1, cfg.streams) + rng.uniform(0, cfg.chunk_ms / 1000)
         clients.append(_Client(tr, chunk, total, stats))
     url = ws_url.rstrip("/") + "/v1/stream?sample_rate=16000"
-    run_event_loop(_run_clients(url, clients, cfg.finalize_timeout_s))
+    if gc_freeze:
+        hold_gc_freeze()
+    try:
+        run_event_loop(_run_clients(url, clients, cfg.finalize_timeout_s))
+    finally:
+        if gc_freeze:
+            release_gc_freeze()
     wall = time.perf_counter() - t0
     return {"tracks": [c.tr for c in clients], "stats": stats, "wall_s": wall, "total_samples": total}
 

@@ -91,12 +91,14 @@ class BatchingCore:
             if not s.in_flight and (t is not None or now - s.last_chunk_time < live_window):
                 live += 1
         if not ready:
+            self._wake_in = 1
             return None, 0.25
         oldest = min(t for t, _ in ready)
         target = min(self.cfg.max_batch, max(live, 1))
         deadline = oldest + self.cfg.max_wait_ms / 1000
         finalizing = any(s.status == "finalizing" for _, s in ready)
         if len(ready) < target and now < deadline and not finalizing:
+            self._wake_in = target - len(ready)  # _enqueue wakes the scheduler once that many more are ready
             return None, max(deadline - now, 0.0005)
         ready.sort(key=lambda x: x[0])
         take = ready[: self.cfg.max_batch]

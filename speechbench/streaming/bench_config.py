@@ -47,6 +47,7 @@ class StreamingBenchConfig:
     overload_ms: float = 250.0
     max_duty: float = 0.9
     gil_switch_ms: float = StreamingEngineConfig.gil_switch_ms
+    gc_freeze: bool = StreamingEngineConfig.gc_freeze
     # Audio per stream per load level. 12 s (was 20) keeps the main job inside 35 minutes now that every
     # capacity is confirmed by repeats; a 300-stream level still times ~90k chunks.
     duration_s: float = 12.0

@@ -42,3 +42,7 @@ def add_engine_args(g: argparse._ArgumentGroup, defaults: Any, endpoints: tuple[
                    help="Python's GIL switch interval while the engine runs: the scheduler thread wins the GIL "
                    "back after each torch op within this bound from the threads feeding it (an event loop, a "
                    "pacing loop); 0 keeps Python's 5 ms, under which steps queue behind them (default: %(default)g)")
+    g.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                   help="do not freeze the heap that exists when the engine starts (gc.freeze): then a full "
+                   "garbage collection walks torch's and the web stack's ~200k objects mid-load, an 80-110 ms "
+                   "pause of every thread")

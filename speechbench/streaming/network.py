@@ -102,7 +102,7 @@ def server_args(bench: Any, max_streams: int) -> list[str]:
             "--max-wait-ms", str(c.max_wait_ms), "--model-chunk-ms", str(c.model_chunk_ms),
             "--endpoint", c.endpoint, "--endpoint-silence-ms", str(c.endpoint_silence_ms),
             "--overload-ms", str(c.overload_ms), "--max-duty", str(c.max_duty),
-            "--gil-switch-ms", str(c.gil_switch_ms)]
+            "--gil-switch-ms", str(c.gil_switch_ms), *([] if c.gc_freeze else ["--no-gc-freeze"])]
     return args
 
 
@@ -129,7 +129,7 @@ def run_net_level(bench: Any, sp: ServerProcess, streams: int, duration_s: float
     cpu_client0, cpu_server0 = sum(me.cpu_times()[:2]), sp.cpu_seconds()
     monitor.start()
     try:
-        raw = run_network_load(sp.ws_url, bench.pool, lcfg)
+        raw = run_network_load(sp.ws_url, bench.pool, lcfg, gc_freeze=c.gc_freeze)
     finally:
         noise = monitor.stop()
     cpu_client, cpu_server = sum(me.cpu_times()[:2]) - cpu_client0, sp.cpu_seconds() - cpu_server0
