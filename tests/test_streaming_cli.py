@@ -88,6 +88,10 @@ def test_quick_json_fields(quick_run):
     assert run["admitted_streams"] == run["streams"] and run["chunks_measured"] > 0
     assert run["close_codes"] == {"1000": run["streams"]} and run["unacked_frames"] == 0
     if net["max_streams_p95_under_100ms"]:
+        # the same load in-process with the server's torch threads, beside the network figures
+        same = res["network"]["in_process_same_threads"]
+        assert same["torch_threads"] == 1 and same["streams"] == net["max_streams_p95_under_100ms"]
+        assert same["chunk_latency_ms_p95"] is not None and net["in_process_same_threads"]["torch_threads"] == 1
         ov = res["network"]["overload"]
         assert ov["server_alive"] and ov["admitted_streams"] == ov["admission_cap"]
         assert ov["refused_streams"] == ov["streams"] - ov["admission_cap"] == ov["refused_counted_by_server"]
@@ -97,6 +101,9 @@ def test_report_is_rendered_from_json_and_report_only_rerenders(quick_run):
     out, res = quick_run
     report = (out / "docs" / "s.md").read_text()
     assert "## Load sweep" in report and "## Targets" in report
+    if res["network"].get("in_process_same_threads"):  # the like-for-like line under the network table
+        same = res["network"]["in_process_same_threads"]
+        assert f"The same {same['streams']} streams in-process with the server's 1 torch thread(s)" in report
     assert f"engine **{res['summary']['max_streams_p95_under_100ms']}** streams" in report
     # how the CTC step ran is recorded and stated (random weights trace like trained ones)
     assert res["model"]["step"] == {"graph": "torchscript trace"} and "one traced TorchScript graph" in report

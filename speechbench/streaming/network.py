@@ -93,9 +93,13 @@ class ServerProcess:
         self.stop()
 
 
+def server_threads(bench: Any) -> int:
+    return bench.cfg.threads or 1  # the event loop needs the other core: torch's spin-waiting thread would take it
+
+
 def server_args(bench: Any, max_streams: int) -> list[str]:
     c = bench.cfg
-    threads = c.threads or 1  # the event loop needs the other core: torch's spin-waiting thread would take it
+    threads = server_threads(bench)
     model = "ctc-streaming" if c.ctc_graph else "ctc-streaming@graph=false"
     args = ["--model", model, "--checkpoint", c.checkpoint, "--offline-model", "none",
             "--threads", str(threads), "--max-streams", str(max_streams), "--max-batch", str(c.max_batch),
@@ -215,6 +219,8 @@ def measure_network(bench: Any) -> dict[str, Any]:
     cap = found["confirmed_streams"]
     rec["max_streams_p95_under_100ms"] = cap
     if cap:
+        rec["in_process_same_threads"] = same_threads_level(bench, cap)
+        bench.save()
         with ServerProcess(server_args(bench, cap), log_path) as sp:
             ov = run_net_level(bench, sp, 2 * cap, c.overload_duration_s, c.network_overload_bound_ms)
             ov["server_alive"] = sp.proc.poll() is None
@@ -226,6 +232,26 @@ def measure_network(bench: Any) -> dict[str, Any]:
         rec["overload"] = ov
         bench.save()
     return rec
+
+
+def same_threads_level(bench: Any, streams: int) -> dict[str, Any]:
+    """The in-process engine at the network capacity with the server's torch threads: the same load without
+    sockets, WebSocket clients or an event loop, which splits the network's gap to in-process capacity into
+    what the server and its clients cost and what the torch threads they leave the engine cost."""
+    import torch
+
+    threads, saved = server_threads(bench), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        r = bench.run_level(streams, bench.cfg.network_duration_s, "network_same_threads")
+    finally:
+        torch.set_num_threads(saved)
+    keep = ("streams", "sustained", "chunk_latency_ms_p50", "chunk_latency_ms_p95", "chunk_latency_ms_p99",
+            "scheduler_busy_share", "batch_size_mean", "shed_chunks", "wer", "noise")
+    out = {"torch_threads": threads, **{k: r.get(k) for k in keep}}
+    log.info("in-process, %d torch thread(s), %d streams: p50 %s p95 %s ms, scheduler busy %s", threads, streams,
+             out["chunk_latency_ms_p50"], out["chunk_latency_ms_p95"], out["scheduler_busy_share"])
+    return out
 
 
 def network_summary(res: dict[str, Any]) -> dict[str, Any] | None:
@@ -250,6 +276,9 @@ def network_summary(res: dict[str, Any]) -> dict[str, Any] | None:
                              for a in (net.get("capacity_search") or {}).get("attempts", [])],
         "in_process_max_streams": inproc,
         "share_of_in_process": cap / inproc if inproc else None,
+        # the same load in-process with the server's torch threads (same_threads_level)
+        "in_process_same_threads": {k: same.get(k) for k in ("torch_threads", "sustained", "chunk_latency_ms_p95")}
+        if (same := net.get("in_process_same_threads")) else None,
         "wer_at_max": at.get("wer") if at else None,
         "server_cpu_s_at_max": at.get("server_cpu_s") if at else None,
         "client_cpu_s_at_max": at.get("client_cpu_s") if at else None,
