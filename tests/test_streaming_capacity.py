@@ -101,3 +101,19 @@ def test_single_stream_level_runs_long_enough_for_its_utterances():
     assert ran == [(1, secs), (10, cfg.duration_s)]
     cfg.single_stream_utterances = 0
     assert LoadSections.single_stream_seconds(bench) is None
+
+
+def test_network_levels_are_shares_of_in_process_capacity_rounded_up():
+    """A network level stands for a share of in-process capacity, so sustaining it must mean at least that
+    share: 0.7 * 325 = 227.5 gives 228, not 227 (69.8%)."""
+    from types import SimpleNamespace
+
+    from speechbench.streaming.bench_config import StreamingBenchConfig
+    from speechbench.streaming.network import network_levels
+
+    for cap in (325, 300, 350, 7):
+        bench = SimpleNamespace(cfg=StreamingBenchConfig(), capacity_of=lambda name, cap=cap: cap)
+        levels = network_levels(bench)
+        assert levels[-1] == cap and len(levels) == 3
+        assert all(n >= 0.5 * cap for n in levels) and levels[1] / cap >= 0.7 and (levels[1] - 1) / cap < 0.7
+    assert network_levels(SimpleNamespace(cfg=StreamingBenchConfig(), capacity_of=lambda n: 325))[1] == 228
