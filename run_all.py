@@ -1,8 +1,8 @@
 """The main job: run every benchmark of the suite at its default size, writing results/*.json and
 regenerating docs/*.md from them.
 
-    uv run run_all.py            # all benchmarks, default sizes (32-33 min on 2 cores: Part 1 ~10,
-                                 # Part 2 ~6.5, recorded-speech check ~1.5, Part 3 ~15)
+    uv run run_all.py            # all benchmarks, default sizes (32-34 min on 2 cores: Part 1 ~10,
+                                 # Part 2 ~6.5, recorded-speech check ~1.5, Part 3 ~15-16)
     uv run run_all.py --quick    # CI smoke sizes
     uv run run_all.py --only tts # one benchmark
 """
