@@ -87,14 +87,12 @@ def network_markdown(res: dict[str, Any]) -> list[str]:
           "The rows after the first failing level are the confirmation and bisection runs, in the order "
           "they ran."]
     same = net.get("in_process_same_threads") or {}
-    if same:
-        at = next((r for r in net["runs"] + (net.get("search_runs") or []) if r["streams"] == same.get("streams")
-                   and r.get("sustained")), {})
+    if same:  # at the network capacity, whose sustained run's latency the summary holds
         L += ["", f"The same {same.get('streams')} streams in-process with the server's "
               f"{same.get('torch_threads')} torch thread(s), without sockets, clients or an event loop: p50 / p95 "
               f"{_f(same.get('chunk_latency_ms_p50'))} / {_f(same.get('chunk_latency_ms_p95'))} ms, scheduler busy "
               f"{_pct(same.get('scheduler_busy_share'))}, sustained {_met(same.get('sustained'))} (over the network "
-              f"{_f(at.get('chunk_latency_ms_p50'))} / {_f(at.get('chunk_latency_ms_p95'))} ms). In-process "
+              f"{_f(ns.get('chunk_latency_ms_p50'))} / {_f(ns.get('chunk_latency_ms_p95'))} ms). In-process "
               "capacity is measured with every core's torch thread; the server runs fewer, because its event loop "
               "and the clients need the rest of the machine."]
     ov = net.get("overload") or {}
