@@ -350,3 +350,95 @@ def test_sigterm_flushes_finals_and_exits(sentence):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+# -- the load generator's lean client (serve/wsclient.py) ------------------------------------------------------
+
+
+def test_lean_client_gets_the_same_messages_as_the_asyncio_client(server, sentence):
+    from speechbench.serve.wsclient import open_connection
+
+    async def lean() -> tuple[list[dict], int | None]:
+        got: list[dict] = []
+        conn = await open_connection(server.ws_url + "/v1/stream", lambda t, now: got.append(json.loads(t)))
+        for k in range(0, len(sentence), 640):
+            conn.send_binary(pcm16(sentence[k: k + 640]))
+        conn.send_text(json.dumps({"type": "end"}))
+        code = await asyncio.wait_for(conn.closed, 30)
+        return got, code
+
+    ref = asyncio.run(stream_audio(server.ws_url + "/v1/stream", sentence))
+    got, code = asyncio.run(lean())
+    assert code == 1000 and got[-1]["type"] == "final" and got[-1]["reason"] == "finalize"
+    assert finals_of(got) == finals_of(ref) and len(finals_of(got).split()) >= 4
+
+
+def test_lean_client_reports_a_refused_handshake_with_its_status():
+    from speechbench.serve.wsclient import HandshakeRefused, open_connection
+
+    st = make_server(max_streams=1)
+
+    async def two() -> int:
+        first = await open_connection(st.ws_url + "/v1/stream", lambda t, now: None)
+        try:
+            with pytest.raises(HandshakeRefused) as e:
+                await open_connection(st.ws_url + "/v1/stream", lambda t, now: None)
+            return e.value.status
+        finally:
+            first.abort()
+
+    try:
+        assert asyncio.run(two()) == 503
+    finally:
+        st.stop(timeout=10)
+
+
+def test_pacer_calls_each_frame_in_order_and_never_before_it_is_due():
+    from speechbench.serve.wsclient import Pacer
+
+    calls: list[tuple[str, float, float]] = []
+
+    async def run() -> None:
+        pacer = Pacer()
+        t0 = time.perf_counter() + 0.01
+        done = asyncio.get_running_loop().create_future()
+
+        def client(name: str, period: float, n: int):
+            sent = [0]
+
+            def fn(due: float) -> float | None:
+                calls.append((name, due, time.perf_counter()))
+                sent[0] += 1
+                if len(calls) == 16:
+                    done.set_result(None)
+                return None if sent[0] == n else due + period
+            return fn
+
+        pacer.add(t0, client("a", 0.0031, 10))
+        pacer.add(t0 + 0.0007, client("b", 0.0057, 6))
+        await asyncio.wait_for(done, 5)
+
+    asyncio.run(run())
+    assert len(calls) == 16
+    assert all(now >= due for _, due, now in calls)  # a frame's audio exists before it is sent
+    assert [d for _, d, _ in calls] == sorted(d for _, d, _ in calls)
+    for name in "ab":
+        dues = [d for n, d, _ in calls if n == name]
+        assert len(set(dues)) == len(dues)
+
+
+def test_network_load_replays_every_frame_and_scores_finals(server, sentence):
+    from speechbench.serve.netload import run_network_load
+    from speechbench.streaming.loadgen import LoadConfig, UttAudio
+
+    pool = [UttAudio("s", "she sells fresh fish at the harbour every morning", sentence, SR // 4,
+                     len(sentence) - SR // 2)]
+    cfg = LoadConfig(streams=3, duration_s=2.0, ramp_s=0.2, seed=3)
+    out = run_network_load(server.ws_url, pool, cfg)
+    stats = out["stats"]
+    frames = out["total_samples"] // 640
+    assert all(t.admitted and t.done and not t.error for t in out["tracks"])
+    assert [t.chunks for t in out["tracks"]] == [frames] * 3
+    assert stats.latency.n == 3 * frames and stats.unacked_frames == 0
+    assert stats.closes == {"1000": 3} and not stats.refused and not stats.errors
+    assert all(t.finals and t.finals[-1][5] == "finalize" for t in out["tracks"])

@@ -3,7 +3,9 @@
 The network counterpart of ``streaming.loadgen.run_load``: the same stream scripts (corpus utterances with
 silent gaps, seeded), the same stagger, but each stream is a WebSocket connection (``websockets``, asyncio,
 all clients in one process and one event loop) sending 16-bit PCM frames of ``chunk_ms`` at the moment
-their last sample would exist in real time (Riva's ``--simulate_realtime``).
+their last sample would exist in real time (Riva's ``--simulate_realtime``). The clients are lean
+(``wsclient``: websockets' Sans-I/O protocol, one pacing timer for all) so that the generator takes as
+little as it can of the CPU it shares with the server.
 
 Client-side chunk latency is measured from that moment (the audio existed) to the arrival of the first
 message whose ``audio_ms`` covers the frame: network, framing, the server's queues and the engine all
@@ -23,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from speechbench.serve.wsclient import HandshakeRefused, LeanWebSocket, Pacer, open_connection
 from speechbench.streaming.gil import hold_gc_freeze, release_gc_freeze
 from speechbench.streaming.loadgen import SR, LoadConfig, StreamScript, StreamTrack, UttAudio, make_floor
 from speechbench.streaming.metrics import Histogram
+
+
+END = json.dumps({"type": "end"})
 
 
 def pcm16(audio: np.ndarray) -> bytes:
@@ -76,6 +82,8 @@ class _Client:
         self.frame_end: list[int] = []
         self.frame_due: list[float] = []
         self.acked = 0
+        self.conn: LeanWebSocket | None = None
+        self.ended: asyncio.Future[bool] | None = None  # True once the last frame and "end" are sent
 
     def on_message(self, m: dict[str, Any], now: float) -> None:
         kind = m.get("type")
@@ -99,17 +107,36 @@ class _Client:
             self.tr.finals.append((seg, m.get("text", ""), sample("first_token_ms"), sample("last_token_ms"), now,
                                    m.get("reason")))
 
-    async def run(self, url: str, close_timeout: float) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
+    def send_next(self, due: float) -> float | None:
+        """The pacer's callback: send the frame due at ``due``; return the next frame's due time, or None
+        after the last frame (then ``{"type": "end"}`` follows at once)."""
+        tr, conn = self.tr, self.conn
+        if conn is None or not conn.is_open:  # closed by the server (an error frame) or gone
+            if self.ended is not None and not self.ended.done():
+                self.ended.set_result(False)
+            return None
+        self.stats.lag.add(max(0.0, 1e3 * (time.perf_counter() - due)))
+        self.frame_end.append(tr.sent + self.chunk)
+        self.frame_due.append(due)
+        conn.send_binary(pcm16(tr.script.read(self.chunk)))
+        tr.sent += self.chunk
+        tr.chunks += 1
+        if tr.sent < self.total:
+            return tr.start + (tr.sent + self.chunk) / SR
+        conn.send_text(END)
+        self.ended.set_result(True)
+        return None
 
+    def on_text(self, raw: str, now: float) -> None:
+        self.on_message(json.loads(raw), now)
+
+    async def run(self, url: str, close_timeout: float, pacer: Pacer) -> None:
         tr = self.tr
         await asyncio.sleep(max(0.0, tr.start - time.perf_counter()))
         try:
-            # no permessage-deflate (the server refuses it anyway): PCM does not compress
-            ws = await connect(url, max_size=2**20, open_timeout=10, compression=None)
-        except InvalidStatus as e:
-            code = str(e.response.status_code)
+            conn = await open_connection(url, self.on_text, timeout=10)
+        except HandshakeRefused as e:
+            code = str(e.status)
             self.stats.refused[code] = self.stats.refused.get(code, 0) + 1
             tr.refused, tr.done = code, True
             return
@@ -117,45 +144,32 @@ class _Client:
             tr.refused, tr.done = f"connect: {e}", True
             self.stats.errors.append(f"{tr.sid}: connect: {e}")
             return
+        self.conn = conn
+        self.ended = asyncio.get_running_loop().create_future()
         tr.admitted = True
         tr.start = time.perf_counter()  # sample 0 exists now: the stream's clock starts at admission
-
-        async def receive() -> None:
-            try:
-                async for raw in ws:
-                    self.on_message(json.loads(raw), time.perf_counter())
-            except ConnectionClosed:
-                pass
-
-        rx = asyncio.create_task(receive())
+        pacer.add(tr.start + self.chunk / SR, self.send_next)
         try:
-            while tr.sent < self.total:
-                due = tr.start + (tr.sent + self.chunk) / SR
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                self.stats.lag.add(max(0.0, 1e3 * (time.perf_counter() - due)))
-                self.frame_end.append(tr.sent + self.chunk)
-                self.frame_due.append(due)
-                await ws.send(pcm16(tr.script.read(self.chunk)))
-                tr.sent += self.chunk
-                tr.chunks += 1
-            await ws.send(json.dumps({"type": "end"}))
-            async with asyncio.timeout(close_timeout):
-                await rx
-        except (ConnectionClosed, TimeoutError) as e:
-            tr.error = tr.error or f"{type(e).__name__}: {e}"
+            await asyncio.wait([self.ended, conn.closed], return_when=asyncio.FIRST_COMPLETED)
+            if not (self.ended.done() and self.ended.result()):
+                tr.error = tr.error or f"ConnectionClosed: code {conn.close_code} before the last frame"
+            else:
+                async with asyncio.timeout(close_timeout):
+                    await conn.closed
+        except TimeoutError:
+            tr.error = tr.error or f"TimeoutError: no close within {close_timeout:g} s of the end"
         finally:
             tr.done = True
-            code = ws.close_code
+            if not conn.closed.done():
+                conn.abort()
+            code = conn.close_code
             self.stats.closes[str(code)] = self.stats.closes.get(str(code), 0) + 1
             self.stats.unacked_frames += len(self.frame_end) - self.acked
-            rx.cancel()
-            await ws.close()
 
 
 async def _run_clients(url: str, clients: list[_Client], close_timeout: float) -> None:
-    await asyncio.gather(*(c.run(url, close_timeout) for c in clients))
+    pacer = Pacer()
+    await asyncio.gather(*(c.run(url, close_timeout, pacer) for c in clients))
 
 
 def run_network_load(ws_url: str, pool: list[UttAudio], cfg: LoadConfig, gc_freeze: bool = True) -> dict[str, Any]:
