@@ -54,7 +54,7 @@ class StreamingEngineConfig:
     max_segment_s: float = 30.0  # force a final after this much audio in one segment
     silence_reset_s: float = 5.0  # reset model state after this much audio with no speech (bounds drift)
     event_queue_size: int = 10_000  # without a callback: events beyond this are dropped and counted
-    gil_switch_ms: float = 0.5  # the interpreter's GIL switch interval while the engine runs (gil.py); 0: Python's
+    gil_switch_ms: float = 0.05  # the interpreter's GIL switch interval while the engine runs (gil.py); 0: Python's
     gc_freeze: bool = True  # freeze the heap that exists at start, so no full GC walks it mid-load (gil.py)
     device: str = "cpu"
 

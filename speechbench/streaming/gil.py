@@ -11,6 +11,13 @@ alternated: at 192 streams client p95 131 / 198 / 213 ms at 0.5 ms vs 329 / 564 
 vs 113-324 ms); at 175 streams 74 / 73 / 103 / 92 vs 168 / 165 / 73 / 103 ms. In-process (a pacing thread
 that mostly sleeps, 2 torch threads) no measurable change at 300 and 350 streams.
 
+0.5 ms still collapsed at the edge of the network capacity (traced CTC step, one server process per setting,
+settings alternated): at 250 streams client p95 2258 / 2291 ms with the mean step stretched from ~22 to 36.5
+ms, against 113 / 222 ms at 0.1, 150 / 109 / 132 / 119 ms at 0.05, 159 / 223 at 0.02 and 122 / 102 at 0.01;
+at 228 streams 93 / 91 ms at 0.5 vs 77 / 74 / 122 / 95 ms at 0.05. Below 0.1 the differences are within this
+machine's noise; the default is 0.05. In-process it is neutral (300 streams p95 68.5 / 71.0 ms at 0.5 vs
+69.0 / 70.2 at 0.05; 325: 71.5 / 75.0 vs 77.8 / 76.0).
+
 The interval is process-wide: the first engine to start sets it, the last to stop restores the old value.
 
 The cyclic garbage collector's full (generation 2) collection walks every tracked object while holding the
