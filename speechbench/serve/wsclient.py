@@ -50,6 +50,7 @@ class LeanWebSocket(asyncio.Protocol):
         self.closed: asyncio.Future[int | None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
         self._fragments: list[bytes] = []
+        self._close_timer = False
 
     @property
     def is_open(self) -> bool:
@@ -122,7 +123,8 @@ class LeanWebSocket(asyncio.Protocol):
                 t.write(data)
             elif t.can_write_eof():  # websockets' SEND_EOF: half-close
                 t.write_eof()
-        if self.ws.close_expected():
+        if self.ws.close_expected() and not self._close_timer:
+            self._close_timer = True  # once: the server normally closes TCP well before this
             self.loop.call_later(CLOSE_WAIT_S, t.abort)
 
 
