@@ -355,6 +355,26 @@ def test_streaming_per_model_capacity(tmp_path):
     assert code == 1 and f"regression: {m['model']}: capacity" in out
 
 
+def test_streaming_network_capacity_is_gated_and_its_share_reported(tmp_path):
+    base = load_committed("streaming_performance.json")
+    net = base["summary"].get("network") or {}
+    if not net.get("max_streams_p95_under_100ms"):
+        pytest.skip("the committed streaming results have no network capacity")
+    cap = net["max_streams_p95_under_100ms"]
+    lower = max(a["streams"] for a in net["capacity_repeats"] if a["streams"] < cap)
+    new = copy.deepcopy(base)
+    new["summary"]["network"]["max_streams_p95_under_100ms"] = lower
+    new["summary"]["network"]["share_of_in_process"] = 0.5
+    code, out, _ = run(write(tmp_path, "b.json", base), write(tmp_path, "n.json", new))
+    assert code == 1 and "regression: network capacity" in out and f"did not sustain {cap:g} streams" in out
+    assert f"share of in-process capacity {100 * net['share_of_in_process']:.1f}% -> 50.0%" in out
+    # NEW never tried BASE's level (the levels are fractions of each run's in-process capacity)
+    new["summary"]["network"]["capacity_repeats"] = [a for a in net["capacity_repeats"] if a["streams"] != cap]
+    new["summary"]["network"]["levels_tested"] = [lv for lv in net["levels_tested"] if lv != cap]
+    code, out, _ = run(write(tmp_path, "b.json", base), write(tmp_path, "n2.json", new))
+    assert code == 0 and "network capacity" in out and f"NEW did not sweep {cap:g} streams" in out
+
+
 # --- the CLI --------------------------------------------------------------------------------------------
 
 

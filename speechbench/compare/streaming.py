@@ -7,6 +7,11 @@ and the same per compared model.
 * Latencies (chunk latency p50/p95 at every level sustained in either run, first partial and finalization
   p95, RTF): a relative rise beyond the latency tolerance, outside both runs' spreads where recorded.
 
+* Network capacity (``summary.network.max_streams_p95_under_100ms``: WebSocket clients against ``serve``),
+  judged like the engine's; its levels are fractions of each run's in-process capacity, so two runs often
+  tried different stream counts and the figure is then not comparable. The share of in-process capacity
+  and the 2x overload outcome are context lines.
+
 ``summary.models[0]`` is the engine the sweep measured (the same numbers as the sweep rows), so only the
 other models get rows of their own.
 """
@@ -85,6 +90,35 @@ def engine_figures(sb: dict[str, Any], sn: dict[str, Any], opts: Options) -> lis
     return figs
 
 
+def network_figures(sb: dict[str, Any], sn: dict[str, Any]) -> list[Figure]:
+    nb, nn = sb.get("network") or {}, sn.get("network") or {}
+    if not nb and not nn:
+        return []
+    name = f"network capacity: WebSocket streams with client p95 < {sb.get('latency_bound_ms', 100):g} ms"
+    if not nb or not nn:
+        return [Figure(name, None, None, NOT_COMPARABLE, kind="streams", sections=["network"],
+                       note=f"no network section in {'BASE' if not nb else 'NEW'}")]
+    return [judge_capacity(name, nb.get("max_streams_p95_under_100ms"), nn.get("max_streams_p95_under_100ms"),
+                           _tried(nb.get("levels_tested"), nb.get("capacity_repeats")),
+                           _tried(nn.get("levels_tested"), nn.get("capacity_repeats")), sections=["network"])]
+
+
+def network_context(sb: dict[str, Any], sn: dict[str, Any]) -> list[str]:
+    nb, nn = sb.get("network") or {}, sn.get("network") or {}
+    if not nb or not nn:
+        return []
+
+    def share(n: dict[str, Any]) -> str:
+        v = n.get("share_of_in_process")
+        return f"{100 * v:.1f}%" if isinstance(v, int | float) else "?"
+
+    def overload(n: dict[str, Any]) -> str:
+        return f"{n.get('refused_streams_at_2x')} refused, admitted p95 {_fmt(n.get('admitted_p95_ms_at_2x'))} ms"
+
+    return [f"Network (not gated beyond capacity): share of in-process capacity {share(nb)} -> {share(nn)}; "
+            f"at 2x {overload(nb)} -> {overload(nn)}."]
+
+
 def model_figures(base: dict[str, Any], new: dict[str, Any], opts: Options) -> list[Figure]:
     sb, sn = base["summary"], new["summary"]
     mb = {m.get("model"): m for m in (sb.get("models") or [])[1:] if isinstance(m, dict)}
@@ -113,6 +147,7 @@ def compare_streaming(base: dict[str, Any], new: dict[str, Any], opts: Options) 
     comp = Comparison(STREAMING)
     sb, sn = base["summary"], new["summary"]
     comp.figures.extend(engine_figures(sb, sn, opts))
+    comp.figures.extend(network_figures(sb, sn))
     comp.figures.extend(model_figures(base, new, opts))
     ctx = []
     for key, label in (("baseline_max_streams_p95_under_100ms", "per-stream baseline capacity"),
@@ -123,6 +158,7 @@ def compare_streaming(base: dict[str, Any], new: dict[str, Any], opts: Options) 
     if ctx:
         comp.context.append("Not gated (streaming WER has no per-utterance errors to pair, the baseline measures "
                             "the machine): " + "; ".join(ctx) + ".")
+    comp.context.extend(network_context(sb, sn))
     comp.context.extend(noise_lines(base, new))
     return comp
 
