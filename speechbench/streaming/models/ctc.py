@@ -119,11 +119,14 @@ class CTCStreamingModel(StreamingModel):
         keep = (ids != BLANK) & (ids != before)
         self.prev.index_copy_(0, idx, ids[:, -1])
         ids_cpu, keep_cpu = ids.cpu(), keep.cpu()
-        changed = keep_cpu.any(1).numpy()
+        # Rows are picked in numpy: a torch index per row is ~5 us of Python-side dispatch that holds the
+        # GIL (0.38 vs 0.035 ms for 72 changed rows of 150), time the server's event loop waits for.
+        ids_np, keep_np = ids_cpu.numpy(), keep_cpu.numpy()
+        changed = keep_np.any(1)
         texts = []
         for r, s in enumerate(slots.tolist()):
             if changed[r]:
-                self.ids[s].extend(ids_cpu[r][keep_cpu[r]].tolist())
+                self.ids[s].extend(ids_np[r][keep_np[r]].tolist())
                 self.texts[s] = self.tokenizer.decode(self.ids[s])
             texts.append(self.texts[s])
         t3 = time.perf_counter()
