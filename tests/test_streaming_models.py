@@ -112,6 +112,10 @@ def test_ctc_traced_graph_step_is_bit_identical_to_eager():
         assert torch.equal(a.frame_symbols, b.frame_symbols)
     assert all(torch.equal(x, y) for x, y in zip(taps["graph"], taps["eager"], strict=True))
     assert any(graph.text(s) for s in range(8))
+    # the graph writes the slot pools in place: every slot's carried state ends up the same as eager's
+    for name in ("cache1", "cache2", "h", "c"):
+        assert torch.equal(getattr(graph.pool, name), getattr(eager.pool, name)), name
+    assert torch.equal(graph.ovl, eager.ovl) and torch.equal(graph.prev, eager.prev)
 
 
 def test_ctc_graph_option_must_be_a_boolean():

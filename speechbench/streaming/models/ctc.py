@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from speechbench.asr.ctc.features import FeatureConfig, LogMel
-from speechbench.asr.ctc.model import CTCModel, StreamState
+from speechbench.asr.ctc.model import CTCModel
 from speechbench.asr.ctc.tokenizer import BLANK, Tokenizer
+from speechbench.streaming.models import ctc_graph
 from speechbench.streaming.models.base import StepOutput, StreamingModel
 
 
@@ -48,9 +49,11 @@ class CTCStreamingModel(StreamingModel):
         self.frame_ms = 1000 * feat_cfg.hop_length * model.subsampling / feat_cfg.sample_rate
         self.default_chunk_ms = int(max(40, self.frame_ms))
         self.overlap = feat_cfg.left_context
-        # graph: run features + forward_chunk as one traced TorchScript graph (ctc_graph.py: the step then
-        # holds the GIL once, not once per op); False or a failed trace: eager.
+        # graph: run the step (ctc_graph.ChunkStep: gather, features, forward_chunk, scatter, collapse) as one
+        # traced TorchScript graph (the step then holds the GIL once, not once per op); False or a failed
+        # trace: the same module, eager.
         self.use_graph = graph
+        self.eager_step = ctc_graph.ChunkStep(self.model, self.extractor, self.overlap).eval()
         self.graph: torch.jit.ScriptModule | None = None
         self.graph_error: str | None = None
         # testing/debugging hook: called with (slots, log-probs) of every step
@@ -71,10 +74,8 @@ class CTCStreamingModel(StreamingModel):
         self.ids: list[list[int]] = [[] for _ in range(capacity)]
         self.texts = [""] * capacity
         if self.use_graph:
-            from speechbench.streaming.models.ctc_graph import traced_chunk_step
-
             try:
-                self.graph = traced_chunk_step(self.model, self.extractor, self.overlap + samples)
+                self.graph = ctc_graph.traced_chunk_step(self.model, self.extractor, samples, self.overlap)
             except Exception as e:  # not bit-identical, not traceable, or no tracer: stay eager, say why
                 self.graph, self.graph_error = None, f"{type(e).__name__}: {e}"
 
@@ -99,25 +100,14 @@ class CTCStreamingModel(StreamingModel):
              speech: np.ndarray | None = None, lengths: np.ndarray | None = None) -> StepOutput:
         t0 = time.perf_counter()
         idx = torch.from_numpy(slots).to(self.device)
-        x = torch.cat([self.ovl.index_select(0, idx), torch.from_numpy(audio).to(self.device)], dim=1)
-        self.ovl.index_copy_(0, idx, x[:, -self.overlap:])
-        state = self.pool.select(idx)
-        if self.graph is not None and x.shape[1] == self.overlap + self.chunk_samples:
-            t1 = time.perf_counter()  # features run inside the graph: counted as model time
-            lp, *tensors = self.graph(x, state.cache1, state.cache2, state.h, state.c)
-            new_state = StreamState(*tensors)
-        else:
-            feats = self.extractor.frames(x)  # (B, chunk frames, n_mels)
-            t1 = time.perf_counter()
-            lp, new_state = self.model.forward_chunk(feats, state)
-        self.pool.scatter_(idx, new_state)
-        ids = lp.argmax(-1)  # (B, t)
+        new = torch.from_numpy(audio).to(self.device)
+        step = self.graph if self.graph is not None and new.shape[1] == self.chunk_samples else self.eager_step
+        t1 = time.perf_counter()  # features, the model and the CTC collapse all run inside the step
+        p = self.pool
+        lp, ids, keep = step(idx, new, self.ovl, p.cache1, p.cache2, p.h, p.c, self.prev)
         if self.tap is not None:
             self.tap(slots, lp)
         t2 = time.perf_counter()
-        before = torch.cat([self.prev.index_select(0, idx)[:, None], ids[:, :-1]], dim=1)
-        keep = (ids != BLANK) & (ids != before)
-        self.prev.index_copy_(0, idx, ids[:, -1])
         ids_cpu, keep_cpu = ids.cpu(), keep.cpu()
         # Rows are picked in numpy: a torch index per row is ~5 us of Python-side dispatch that holds the
         # GIL (0.38 vs 0.035 ms for 72 changed rows of 150), time the server's event loop waits for.
@@ -134,14 +124,17 @@ class CTCStreamingModel(StreamingModel):
                                                     "decode": 1e3 * (t3 - t2)})
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1, 8, 64)) -> None:
+        """Run the step at a few batch sizes on scratch pools (the live slots' state is not touched)."""
+        step = self.graph if self.graph is not None else self.eager_step
+        n = max(batch_sizes)
+        st = self.model.init_state(n, device=self.device)
+        ovl = torch.zeros(n, self.overlap, device=self.device)
+        prev = torch.full((n,), BLANK, dtype=torch.long, device=self.device)
         with torch.no_grad():
             for b in batch_sizes:
-                x = torch.zeros(b, self.overlap + self.chunk_samples, device=self.device)
-                if self.graph is not None:
-                    st = self.model.init_state(b, device=self.device)
-                    self.graph(x, st.cache1, st.cache2, st.h, st.c)
-                    continue
-                self.model.forward_chunk(self.extractor.frames(x), self.model.init_state(b, device=self.device))
+                idx = torch.arange(b, device=self.device)
+                step(idx, torch.zeros(b, self.chunk_samples, device=self.device), ovl, st.cache1, st.cache2,
+                     st.h, st.c, prev)
 
     def options(self) -> dict[str, Any]:
         return {"decoder": "greedy", "frame_ms": self.frame_ms, "config": self.model.cfg.to_json(),
