@@ -13,9 +13,8 @@ Contract (README, "Serving"):
 * ``POST /v1/transcribe`` (a WAV body) -> ``{"text", "duration_s", "model"}``; 413 / 400 / 503.
 * ``GET /metrics`` (Prometheus text), ``GET /healthz``.
 
-Threads: the engine's scheduler thread delivers events to ``EventRouter.on_event``, which hands them to
-the event loop in one ``call_soon_threadsafe`` per burst (not per event); each connection has a sender task
-that turns them into frames, so a slow client delays only itself.
+``/v1/stream`` is served as plain ASGI (``connection.py``: what each connection holds, how engine events
+become frames); FastAPI serves the rest.
 """
 
 from __future__ import annotations
@@ -23,190 +22,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
-from bisect import bisect_left
-from collections import deque
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from speechbench.serve.config import ENCODINGS, SUPPORTED_RATES, ServerConfig
+from speechbench.serve.connection import BAD_DATA, GOING_AWAY, POLICY, TOO_BIG, AsgiSocket, Connection, EventRouter
 from speechbench.serve.offline import BadAudio, NotReady, OfflineService, QueueFull, decode_wav
 from speechbench.serve.prom import ServerMetrics
-from speechbench.serve.resample import StreamResampler
-from speechbench.streaming.engine import AdmissionError, BadChunkError, Event, StreamError, StreamingEngine
+from speechbench.streaming.engine import AdmissionError, BadChunkError, StreamError, StreamingEngine
 
 log = logging.getLogger(__name__)
-
-# Close codes (RFC 6455 section 7.4.1).
-NORMAL, GOING_AWAY, BAD_DATA, POLICY, TOO_BIG, INTERNAL = 1000, 1001, 1007, 1008, 1009, 1011
-HISTORY_S = 60.0  # frame arrival times kept per connection, for latency of characters seen this far back
-
-
-class EventRouter:
-    """Engine events (scheduler thread) -> the connection owning the stream (event loop)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.connections: dict[str, Connection] = {}
-        self._pending: deque[Event] = deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def on_event(self, ev: Event) -> None:
-        with self._lock:
-            self._pending.append(ev)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        try:
-            self.loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # loop closed: the server is gone
-            pass
-
-    def _drain(self) -> None:
-        with self._lock:
-            events = list(self._pending)
-            self._pending.clear()
-            self._scheduled = False
-        for ev in events:
-            conn = self.connections.get(ev.stream_id)
-            if conn is not None:
-                conn.outbox.put_nowait(ev)
-
-
-class Connection:
-    """One WebSocket client: its stream in the engine, frame arrival times, and the outgoing queue."""
-
-    def __init__(self, app: ServerApp, ws: WebSocket, sid: str, rate: int, encoding: str) -> None:
-        self.app = app
-        self.ws = ws
-        self.sid = sid
-        self.rate = rate
-        self.encoding = encoding
-        self.resampler = StreamResampler(rate, app.engine.cfg.sample_rate)
-        self.outbox: asyncio.Queue[Any] = asyncio.Queue()
-        self.frame_ends: deque[int] = deque()  # engine-rate sample end of each received frame
-        self.frame_times: deque[float] = deque()  # ... and when it was received
-        self.acked = 0  # frames already covered by a message (their latency observed)
-        self.received = 0  # engine-rate samples passed to the engine
-        self.ended_at: float | None = None  # {"type": "end"} received
-        self.last_rx = time.perf_counter()  # when the client last sent anything (the idle watchdog reads it)
-        self.first_seen: set[int] = set()  # segments whose first non-empty partial was sent
-        self.close_code = NORMAL
-        self.close_reason = ""
-        self.closed = False
-
-    # -- arrival bookkeeping -------------------------------------------------------------------------------
-
-    def record_frame(self, samples: int, t: float) -> None:
-        self.received += samples
-        self.frame_ends.append(self.received)
-        self.frame_times.append(t)
-        horizon = self.received - int(HISTORY_S * self.app.engine.cfg.sample_rate)
-        while self.frame_ends and self.frame_ends[0] < horizon:
-            self.frame_ends.popleft()
-            self.frame_times.popleft()
-            self.acked = max(0, self.acked - 1)
-
-    def arrival_of(self, sample: int | None) -> float | None:
-        """When the frame holding engine sample ``sample`` was received (None: unknown or too old)."""
-        if sample is None or not self.frame_ends:
-            return None
-        i = bisect_left(self.frame_ends, sample + 1)
-        return self.frame_times[i] if i < len(self.frame_times) else self.frame_times[-1]
-
-    def ack(self, audio_end: int, now: float) -> float | None:
-        """Observe the latency of frames newly covered by ``audio_end``; returns the newest one's (ms)."""
-        newest = None
-        while self.acked < len(self.frame_ends) and self.frame_ends[self.acked] <= audio_end:
-            newest = now - self.frame_times[self.acked]
-            self.app.metrics.chunk_latency.observe(newest)
-            self.acked += 1
-        return None if newest is None else 1e3 * newest
-
-    # -- outgoing ------------------------------------------------------------------------------------------
-
-    def message(self, ev: Event, now: float) -> dict[str, Any]:
-        sr = self.app.engine.cfg.sample_rate
-        lat = self.ack(ev.audio_end, now)
-        msg: dict[str, Any] = {"type": ev.kind, "text": ev.text, "utterance": ev.segment,
-                               "audio_ms": round(1e3 * ev.audio_end / sr, 1),
-                               "server_latency_ms": None if lat is None else round(lat, 2)}
-        m = self.app.metrics
-        if ev.kind == "partial" and ev.text and ev.first_token_sample is not None:
-            msg["first_token_ms"] = round(1e3 * ev.first_token_sample / sr, 1)
-        if ev.kind == "partial" and ev.text and ev.segment not in self.first_seen:
-            self.first_seen.add(ev.segment)
-            t = self.arrival_of(ev.first_token_sample)
-            if t is not None:
-                m.first_partial.observe(now - t)
-        if ev.kind == "final":
-            msg["reason"] = ev.reason
-            for key, pos in (("first_token_ms", ev.first_token_sample), ("last_token_ms", ev.last_token_sample)):
-                msg[key] = None if pos is None else round(1e3 * pos / sr, 1)
-            if ev.reason == "finalize" and self.ended_at is not None:
-                m.finalization.labels("end").observe(now - self.ended_at)
-            elif ev.reason == "endpoint":
-                t = self.arrival_of(ev.last_token_sample)
-                if t is not None:
-                    m.finalization.labels("endpoint").observe(now - t)
-        return msg
-
-    def error(self, text: str, kind: str, code: int) -> None:
-        """Queue an error frame and a close with ``code`` (after anything already queued)."""
-        self.app.metrics.errors.labels(kind).inc()
-        self.outbox.put_nowait({"type": "error", "text": text, "kind": kind})
-        self.outbox.put_nowait(("close", code, kind))
-
-    async def sender(self) -> None:
-        """Frames out, in order; consecutive partials of one segment collapse to the newest."""
-        try:
-            while True:
-                items = [await self.outbox.get()]
-                while not self.outbox.empty():
-                    items.append(self.outbox.get_nowait())
-                now = time.perf_counter()
-                for k, item in enumerate(items):
-                    if isinstance(item, tuple):  # ("close", code, reason)
-                        await self.close(item[1], item[2])
-                        return
-                    if isinstance(item, dict):
-                        await self.ws.send_text(json.dumps(item))
-                        continue
-                    ev: Event = item
-                    if ev.kind == "partial":
-                        nxt = items[k + 1] if k + 1 < len(items) else None
-                        if isinstance(nxt, Event) and nxt.kind == "partial" and nxt.segment == ev.segment:
-                            continue  # superseded: the next partial covers this one's audio too
-                        await self.ws.send_text(json.dumps(self.message(ev, now)))
-                    elif ev.kind == "final":
-                        await self.ws.send_text(json.dumps(self.message(ev, now)))
-                    elif ev.kind == "error":  # the engine failed the stream (a bad chunk)
-                        self.app.metrics.errors.labels("bad_audio").inc()
-                        await self.ws.send_text(json.dumps({"type": "error", "text": ev.reason,
-                                                            "kind": "bad_audio"}))
-                        await self.close(BAD_DATA, "bad audio")
-                        return
-                    elif ev.kind == "closed":  # after the last final
-                        await self.close(self.close_code, self.close_reason)
-                        return
-        except Exception as e:  # the client went away mid-send; the receiver sees the disconnect
-            log.debug("sender %s stopped: %s", self.sid, e)
-        finally:
-            self.closed = True
-
-    async def close(self, code: int, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                await self.ws.close(code, reason[:120])
-            except Exception:  # already closed by the peer
-                pass
 
 
 class ServerApp:
@@ -222,8 +52,19 @@ class ServerApp:
         self.router: EventRouter | None = None
         self.draining = False
         self._ids = 0
-        self.app = FastAPI(title="speechbench streaming ASR", lifespan=self._lifespan)
+        self.api = FastAPI(title="speechbench streaming ASR", lifespan=self._lifespan)
         self._routes()
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI application: ``/v1/stream`` directly, everything else (lifespan included) by FastAPI.
+
+        Why not a FastAPI WebSocket route: every frame in and out went through ~12 wrapper coroutines
+        (middleware, exception handlers, Starlette's WebSocket state checks), and every frame out was a
+        wake-up of a sender task (measured in ``connection.py``)."""
+        if scope["type"] == "websocket" and scope["path"] == "/v1/stream":
+            await self.stream(AsgiSocket(scope, receive, send))
+            return
+        await self.api(scope, receive, send)
 
     async def _lifespan(self, app: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
         self.router = EventRouter(asyncio.get_running_loop())
@@ -231,8 +72,7 @@ class ServerApp:
         yield
 
     def _routes(self) -> None:
-        a = self.app
-        a.add_api_websocket_route("/v1/stream", self.stream)
+        a = self.api
         a.add_api_route("/v1/transcribe", self.transcribe, methods=["POST"])
         a.add_api_route("/metrics", self.prometheus, methods=["GET"])
         a.add_api_route("/healthz", self.healthz, methods=["GET"])
@@ -287,13 +127,15 @@ class ServerApp:
 
     # -- WebSocket -----------------------------------------------------------------------------------------
 
-    async def _refuse(self, ws: WebSocket, status: int, text: str, reason: str) -> None:
+    async def _refuse(self, ws: AsgiSocket, status: int, text: str, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()
-        headers = {"Retry-After": str(self.cfg.retry_after_s)} if status == 503 else None
-        await ws.send_denial_response(PlainTextResponse(f"{text}\n", status_code=status, headers=headers))
+        headers = {"Retry-After": str(self.cfg.retry_after_s)} if status == 503 else {}
+        await ws.deny(status, f"{text}\n", headers)
 
-    async def stream(self, ws: WebSocket) -> None:
-        q = ws.query_params
+    async def stream(self, ws: AsgiSocket) -> None:
+        if not await ws.handshake():
+            return
+        q = ws.query
         try:
             rate = int(q.get("sample_rate", "16000"))
         except ValueError:
@@ -320,10 +162,9 @@ class ServerApp:
         watchdog: asyncio.Task[None] | None = None
         try:
             await ws.accept()
-            sender = asyncio.create_task(conn.sender())
             watchdog = asyncio.create_task(self._watch_idle(conn))
             await self._receive(conn)
-            await asyncio.wait_for(sender, timeout=self.cfg.drain_timeout_s + 5)
+            await asyncio.wait_for(asyncio.shield(conn.done), timeout=self.cfg.drain_timeout_s + 5)
         except (TimeoutError, asyncio.CancelledError):
             pass
         finally:
@@ -352,12 +193,9 @@ class ServerApp:
             return self._finish_quietly(conn)
 
     async def _receive(self, conn: Connection) -> None:
-        ws = conn.ws
+        receive = conn.sock.receive
         while not conn.closed:
-            try:
-                msg = await ws.receive()
-            except RuntimeError:  # receive after disconnect
-                return
+            msg = await receive()
             conn.last_rx = time.perf_counter()
             if msg["type"] == "websocket.disconnect":
                 return

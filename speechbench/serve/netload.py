@@ -30,7 +30,6 @@ from speechbench.streaming.gil import hold_gc_freeze, release_gc_freeze
 from speechbench.streaming.loadgen import SR, LoadConfig, StreamScript, StreamTrack, UttAudio, make_floor
 from speechbench.streaming.metrics import Histogram
 
-
 END = json.dumps({"type": "end"})
 
 

@@ -106,6 +106,7 @@ class DrainingServer(uvicorn.Server):
 
 def uvicorn_config(sapp: ServerApp, host: str, port: int, sock: socket.socket | None = None) -> uvicorn.Config:
     return uvicorn.Config(sapp.app, host=host, port=port, log_level="warning", ws="websockets-sansio",
+                          interface="asgi3",  # sapp.app is a bound coroutine method: uvicorn's guess says ASGI2
                           loop="auto",  # uvloop when installed (a dependency off Windows), else asyncio
                           # No permessage-deflate: PCM barely compresses and the short JSON replies do not
                           # need it, yet deflating both ways took 13% of the server's CPU at 210 streams.

@@ -17,7 +17,8 @@ AOTInductor needs the same compiler. If the tracer goes away, the step falls bac
 
 The trace is taken for one chunk length (the engine's chunks never change length), any batch size and any
 pool size; ``traced_chunk_step`` checks it against the eager step at three batch sizes and refuses it unless
-the outputs and the updated pools are bit-identical (``tests/test_streaming_models.py`` checks whole streams the same way).
+the outputs and the updated pools are bit-identical (``tests/test_streaming_models.py`` checks whole
+streams the same way).
 """
 
 from __future__ import annotations
