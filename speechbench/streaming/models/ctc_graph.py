@@ -50,13 +50,9 @@ class ChunkStep(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = torch.cat([ovl.index_select(0, idx), audio], dim=1)
         ovl.index_copy_(0, idx, x[:, -self.overlap:])
-        state = StreamState(cache1.index_select(0, idx), cache2.index_select(0, idx), h.index_select(1, idx),
-                            c.index_select(1, idx))
-        lp, st = self.model.forward_chunk(self.extractor.frames(x), state)
-        cache1.index_copy_(0, idx, st.cache1)
-        cache2.index_copy_(0, idx, st.cache2)
-        h.index_copy_(1, idx, st.h)
-        c.index_copy_(1, idx, st.c)
+        pools = StreamState(cache1, cache2, h, c)
+        lp, st = self.model.forward_chunk(self.extractor.frames(x), pools.select(idx))
+        pools.scatter_(idx, st)
         ids = lp.argmax(-1)
         # a symbol is kept unless it is blank or repeats the frame before (the last chunk's last frame first)
         before = torch.cat([prev.index_select(0, idx)[:, None], ids[:, :-1]], dim=1)
@@ -65,9 +61,9 @@ class ChunkStep(nn.Module):
         return lp, ids, keep
 
 
-# One trace per (model, feature config, audio length): the benchmark builds a new engine per load level. The
-# trace shares the model's parameter tensors, so in-place weight updates (load_state_dict) reach it.
-_TRACES: weakref.WeakKeyDictionary[CTCModel, dict[tuple[str, int], torch.jit.ScriptModule]] = \
+# One trace per (model, feature config, chunk and overlap lengths): the benchmark builds a new engine per load
+# level. The trace shares the model's parameter tensors, so in-place weight updates (load_state_dict) reach it.
+_TRACES: weakref.WeakKeyDictionary[CTCModel, dict[tuple[str, int, int], torch.jit.ScriptModule]] = \
     weakref.WeakKeyDictionary()
 
 
