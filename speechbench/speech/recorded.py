@@ -35,14 +35,19 @@ TEXTS = {
 }
 
 
+def assets_dir() -> Path:
+    """moonshine-voice's ``assets`` folder (FileNotFoundError when the package is not installed)."""
+    spec = importlib.util.find_spec("moonshine_voice")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("moonshine-voice is not installed: its bundled recordings are the source")
+    return Path(next(iter(spec.submodule_search_locations))) / "assets"
+
+
 def write_recorded_manifest(out: str | Path) -> Path:
     """Write a JSONL manifest (absolute paths into site-packages) of the bundled recordings; returns its path.
 
     Raises FileNotFoundError naming what is missing when moonshine-voice (0.0.73) is not installed."""
-    spec = importlib.util.find_spec("moonshine_voice")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("moonshine-voice is not installed: its bundled recordings are the source")
-    assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
+    assets = assets_dir()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = []
