@@ -72,12 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained recognizers served by the same engine beside the CTC model, for the "
                    "accuracy-vs-capacity table: whisper-tiny.en, whisper-base (Whisper under LocalAgreement-2, "
                    "re-decodes batched across streams; options as name@compute_type=float32,beam_size=5), "
-                   "moonshine-tiny (native streaming, per stream), ctc:<checkpoint.pt>; 'none' for none "
+                   "moonshine-tiny, moonshine-base (re-decoded batched across streams, LocalAgreement-2; "
+                   "options as moonshine-tiny@max_utterance_s=12,final=full), moonshine-tiny-native (its own "
+                   "streaming API, per stream), ctc:<checkpoint.pt>; 'none' for none "
                    f"(default: {' '.join(d.compare_models)})")
     g.add_argument("--compare-streams", type=int, nargs="+", default=None,
                    help=f"stream counts swept for each of --models; a model's sweep stops at its first level "
-                   f"not sustained (default: {' '.join(map(str, d.compare_streams))}; --quick: "
-                   f"{' '.join(map(str, q.compare_streams))})")
+                   f"not sustained (default: per model, "
+                   f"{'; '.join(k + ' ' + ' '.join(map(str, v)) for k, v in d.model_streams.items())}; others "
+                   f"{' '.join(map(str, d.compare_streams))}; --quick: {' '.join(map(str, q.compare_streams))})")
+    g.add_argument("--compare-single-stream-s", type=float, default=None,
+                   help=f"a re-decoding model's 1-stream level runs this long, for its single-stream "
+                   f"percentiles (default: {d.compare_single_stream_s:g}; --quick: as its other levels)")
+    g.add_argument("--frontier-chunks", type=int, nargs="*", default=None,
+                   help=f"update intervals (ms) beside the model's own for the first batched Moonshine model's "
+                   f"cadence frontier; none for no frontier (default: {' '.join(map(str, d.frontier_chunks))})")
+    g.add_argument("--frontier-streams", type=int, nargs="+", default=None,
+                   help=f"levels of each frontier interval, run in order until one is not sustained (default: "
+                   f"{' '.join(map(str, d.frontier_streams))})")
     g.add_argument("--compare-duration-s", type=float, default=None,
                    help=f"seconds of audio per stream per level for --models (default: {d.compare_duration_s:g}"
                    f", --quick: {q.compare_duration_s:g})")
@@ -142,6 +154,8 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> StreamingBe
     cfg.device = str(device)
     if a.models is not None:
         cfg.compare_models = [] if a.models == ["none"] else a.models
+    if a.compare_streams is not None:  # one list for every model, instead of the per-model defaults
+        cfg.model_streams = {}
     if cfg.checkpoint != "random" and not Path(cfg.checkpoint).exists():
         raise SystemExit(f"--checkpoint not found: {cfg.checkpoint} (train it: uv run train_asr.py --model "
                          "streaming; or --checkpoint random for a smoke run)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import io
 import json
 import os
@@ -442,3 +443,44 @@ def test_network_load_replays_every_frame_and_scores_finals(server, sentence):
     assert stats.latency.n == 3 * frames and stats.unacked_frames == 0
     assert stats.closes == {"1000": 3} and not stats.refused and not stats.errors
     assert all(t.finals and t.finals[-1][5] == "finalize" for t in out["tracks"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("moonshine_voice") is None, reason="moonshine-voice not installed")
+def test_overload_never_yields_a_final_from_dropped_audio_without_an_error_frame():
+    """Continuous real speech from 8 clients at four times real time (32 live streams' worth, beyond this
+    machine's capacity for the model) into a server whose queues hold 1.5 s and
+    which sheds at once (no back-pressure wait): audio is dropped, and every client whose audio was dropped
+    is told with an audio_dropped error frame before any final built from it, which says it is incomplete;
+    the dropped chunks the finals report add up to what the server shed."""
+    from speechbench.speech.audio import load_audio
+    from speechbench.speech.pauses import compress_pauses
+    from speechbench.speech.recorded import assets_dir
+
+    speech = compress_pauses(load_audio(assets_dir() / "two_cities.wav"), 0.25)[: 12 * SR]
+    opts = ServeOptions(model="moonshine-tiny", threads=2,
+                        engine=StreamingEngineConfig(max_streams=8, max_queue_ms=1500.0, max_duty=2.0),
+                        server=ServerConfig(offline_model="none", backpressure_s=0.0))
+    st = ServerThread(build_app(opts)).start()
+    try:
+        async def clients():
+            url = st.ws_url + "/v1/stream?sample_rate=16000"
+            return await asyncio.gather(*[stream_audio(url, speech, pace=4.0, timeout=120) for _ in range(8)])
+
+        results = asyncio.run(clients())
+        shed = scrape(st.url).get("speechbench_chunks_shed_total", 0)
+    finally:
+        st.stop(timeout=20)
+    assert shed > 0, "the server kept up: not an overload"
+    reported = 0
+    for msgs in results:
+        kinds = [(m["type"], m.get("kind")) for m in msgs]
+        assert msgs and msgs[-1]["type"] == "final"  # every stream still finished normally
+        first_drop = next((i for i, k in enumerate(kinds) if k == ("error", "audio_dropped")), None)
+        for i, m in enumerate(msgs):
+            if m["type"] == "final" and m.get("incomplete"):
+                assert first_drop is not None and first_drop < i
+                reported += m["dropped_chunks"]
+            if m["type"] == "final" and first_drop is None:
+                assert not m.get("incomplete")
+        assert all(not m.get("fatal", True) for m in msgs if m.get("kind") == "audio_dropped")
+    assert reported == shed

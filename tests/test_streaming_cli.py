@@ -75,7 +75,9 @@ def test_quick_json_fields(quick_run):
         assert rec["sweep"] and row["levels_tested"][0] == 1
         assert row["wer_streaming"] is not None and row["wer_offline"] is not None
         assert row["latency_bound_ms"] > res["config"]["latency_bound_ms"]  # buffers a longer chunk
-        assert row["rtf_p50"] > 0 and row["first_partial_ms_p95"] is not None
+        assert row["rtf_p50"] > 0
+        # quick levels are seconds long: a 1-stream level that replayed a long recording completed none
+        assert row["first_partial_ms_p95"] is not None or not row.get("utterances_scored")
         # real pretrained models recognize this speech: the streaming transcript is mostly right
         assert row["wer_streaming"] < 0.5, (name, row["wer_streaming"])
     if "whisper-tiny.en" in rows:

@@ -539,3 +539,72 @@ def test_staggered_streams_step_together_as_soon_as_all_are_ready(model):
         st = eng.stats()
     assert st["chunk_latency_ms"]["p95"] < 250, st["chunk_latency_ms"]  # a missed wake-up waits for the 3 s deadline
     assert st["batch_size_mean"] > n / 2
+
+
+def test_shed_audio_is_reported_to_its_stream_and_marks_the_final(model):
+    events = []
+    eng = StreamingEngine(ctc(model), ecfg(max_queue_ms=600, max_chunk_ms=200, endpoint="none"),
+                          on_event=events.append, start=False)
+    eng.add_stream("a")
+    eng.add_stream("b")
+    for _ in range(20):  # 20 x 40 ms into a 600 ms queue: 5 shed
+        eng.process_chunk("a", np.zeros(640, np.float32))
+    eng.process_chunk("b", np.zeros(640, np.float32))
+    dropped = [e for e in events if e.kind == "dropped"]
+    assert len(dropped) == 5 and {e.stream_id for e in dropped} == {"a"}
+    assert dropped[-1].shed == 5 and "dropped" in dropped[-1].reason and "incomplete" in dropped[-1].reason
+    eng.start()
+    try:
+        eng.finalize_stream("a").result(timeout=10)
+        eng.finalize_stream("b").result(timeout=10)
+    finally:
+        eng.stop()
+    finals = {e.stream_id: e for e in events if e.kind == "final"}
+    assert finals["a"].segment_shed == 5 and finals["b"].segment_shed == 0
+
+
+class DrainingModel:
+    """A re-decoding model's contract for the engine: records how much audio each step brought."""
+
+    name, batching, sample_rate, default_chunk_ms, frame_ms = "drain", "batched", SR, 200, None
+    needs_final_step, drains_queue, uses_trailing_silence, min_join_ms = True, True, False, None
+    default_max_wait_ms = default_max_batch = max_segment_s = None
+    chunk_ms = 200
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+
+    def allocate(self, capacity, chunk_ms):
+        self.chunk_ms = chunk_ms
+
+    def reset(self, slots, new_stream):
+        pass
+
+    def warmup(self, batch_sizes=(1, 8)):
+        pass
+
+    def step(self, slots, audio, final, speech=None, lengths=None):
+        from speechbench.streaming.models.base import StepOutput
+
+        time.sleep(0.3)  # slower than the audio arrives: the queue grows between steps
+        self.lengths += [int(n) for n in lengths]
+        return StepOutput(["x"] * len(slots), np.ones(len(slots), bool))
+
+    def text(self, slot):
+        return "x"
+
+
+def test_a_draining_model_takes_all_queued_audio_so_nothing_is_shed():
+    m = DrainingModel()
+    eng = StreamingEngine(m, ecfg(model_chunk_ms=200, max_queue_ms=1000, max_chunk_ms=200, endpoint="none"))
+    try:
+        eng.add_stream("a")
+        for _ in range(30):  # 1.2 s of audio in 40 ms chunks, faster than the 0.3 s steps consume 0.2 s each
+            eng.process_chunk("a", np.zeros(640, np.float32))
+            time.sleep(0.02)
+        eng.finalize_stream("a").result(timeout=10)
+        s = eng.stats()
+    finally:
+        eng.stop()
+    assert s["shed_chunks"] == 0
+    assert sum(m.lengths) == 30 * 640 and max(m.lengths) > 3200  # some steps took more than one model chunk

@@ -207,7 +207,8 @@ def test_stream_scoring_is_robust_to_merged_segments():
     scored = score_tracks([tr], pool, 3 * SR)
     per_utt = {r["utt"]: r["hyp"] for r in scored["utterances"]}
     assert per_utt == {"u0": "", "u1": "The cat sat on the mat."}
-    assert scored["streams"] == [{"stream": "s0", "utts": ["u0", "u1"], "hyp": "The cat sat on the mat."}]
+    assert scored["streams"] == [{"stream": "s0", "kind": "synthetic", "utts": ["u0", "u1"],
+                                  "hyp": "The cat sat on the mat."}]
     assert wer_counts(["the cat sat on the mat"], [scored["streams"][0]["hyp"]])["wer"] == 0.0
     # per utterance: u0 three deletions, u1 three insertions: 6 errors on 6 words
     assert wer_counts(["the cat sat", "on the mat"], list(per_utt.values()))["wer"] == 1.0

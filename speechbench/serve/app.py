@@ -7,7 +7,9 @@ Contract (README, "Serving"):
   close) and ``{"type": "reset"}`` (barge-in). The server sends JSON text frames ``{"type":
   "partial"|"final"|"error", "text", "utterance", "audio_ms", "server_latency_ms"}`` (finals also carry
   ``reason``, ``first_token_ms`` and ``last_token_ms``: stream positions of the segment's characters;
-  non-empty partials carry ``first_token_ms``).
+  non-empty partials carry ``first_token_ms``). Audio the server had to drop under overload is reported at
+  once as ``{"type": "error", "kind": "audio_dropped", "fatal": false, ...}`` (the stream goes on), and the
+  final of that utterance carries ``"incomplete": true`` and its ``dropped_chunks``.
   A partial follows every model step of the stream (unchanged text included: it acknowledges the audio up
   to ``audio_ms``); when the socket is slower than the engine, pending partials are coalesced to the newest.
 * ``POST /v1/transcribe`` (a WAV body) -> ``{"text", "duration_s", "model"}``; 413 / 400 / 503.

@@ -133,6 +133,7 @@ class Connection:
         self.close_code = NORMAL
         self.close_reason = ""
         self.closed = False
+        self.drop_note = (-1, 0.0)  # (utterance, time) of the last audio_dropped notice sent
 
     # -- arrival bookkeeping -------------------------------------------------------------------------------
 
@@ -180,6 +181,9 @@ class Connection:
                 m.first_partial.observe(now - t)
         if ev.kind == "final":
             msg["reason"] = ev.reason
+            if ev.segment_shed:  # the server dropped some of this utterance's audio (and said so at the time)
+                msg["incomplete"] = True
+                msg["dropped_chunks"] = ev.segment_shed
             for key, pos in (("first_token_ms", ev.first_token_sample), ("last_token_ms", ev.last_token_sample)):
                 msg[key] = None if pos is None else round(1e3 * pos / sr, 1)
             if ev.reason == "finalize" and self.ended_at is not None:
@@ -211,6 +215,11 @@ class Connection:
                 nxt = self.backlog[0]
                 if isinstance(nxt, Event) and nxt.kind == "partial" and nxt.segment == item.segment:
                     continue  # superseded: the next partial covers this one's audio too
+            if isinstance(item, Event) and item.kind == "dropped":
+                # one notice per utterance and second: a client that cannot be served gets told, not flooded
+                if item.segment == self.drop_note[0] and item.time - self.drop_note[1] < 1.0:
+                    continue
+                self.drop_note = (item.segment, item.time)
             # latency ends as the frame goes to the socket (a frame that waits for a full socket buffer is
             # a slow client's own delay, as a full TCP window would be)
             rest = start_eagerly(self._send(item, time.perf_counter()))
@@ -231,6 +240,11 @@ class Connection:
                 await self.sock.send_text(json.dumps(item))
             elif item.kind in ("partial", "final"):
                 await self.sock.send_text(json.dumps(self.message(item, now)))
+            elif item.kind == "dropped":  # audio shed under overload: the stream goes on, incomplete
+                self.app.metrics.errors.labels("audio_dropped").inc()
+                await self.sock.send_text(json.dumps({"type": "error", "kind": "audio_dropped", "fatal": False,
+                                                      "text": item.reason, "utterance": item.segment,
+                                                      "dropped_chunks": item.shed}))
             elif item.kind == "error":  # the engine failed the stream (a bad chunk)
                 self.app.metrics.errors.labels("bad_audio").inc()
                 await self.sock.send_text(json.dumps({"type": "error", "text": item.reason, "kind": "bad_audio"}))

@@ -27,7 +27,7 @@ import numpy as np
 
 from speechbench.serve.wsclient import HandshakeRefused, LeanWebSocket, Pacer, open_connection
 from speechbench.streaming.gil import hold_gc_freeze, release_gc_freeze
-from speechbench.streaming.loadgen import SR, LoadConfig, StreamScript, StreamTrack, UttAudio, make_floor
+from speechbench.streaming.loadgen import SR, LoadConfig, StreamTrack, UttAudio, make_floor, make_script
 from speechbench.streaming.metrics import Histogram
 
 END = json.dumps({"type": "end"})
@@ -48,9 +48,11 @@ class ClientStats:
 
 
 async def stream_audio(url: str, audio: np.ndarray, chunk_ms: int = 40, realtime: bool = False,
-                       timeout: float = 60.0) -> list[dict[str, Any]]:
+                       timeout: float = 60.0, pace: float | None = None) -> list[dict[str, Any]]:
     """Send one recording (16 kHz float32) as one stream; return every message received (the last
-    final included). ``realtime`` paces the frames like a live source."""
+    final included). ``realtime`` paces the frames like a live source; ``pace`` at that multiple of real time
+    (2.0: twice as fast); neither: as fast as the socket takes them."""
+    pace = 1.0 if realtime and pace is None else pace
     from websockets.asyncio.client import connect
 
     step = SR * chunk_ms // 1000
@@ -64,8 +66,8 @@ async def stream_audio(url: str, audio: np.ndarray, chunk_ms: int = 40, realtime
             rx = asyncio.create_task(receive())
             t0 = time.perf_counter()
             for k in range(0, len(audio), step):
-                if realtime:
-                    await asyncio.sleep(max(0.0, t0 + (k + step) / SR - time.perf_counter()))
+                if pace:
+                    await asyncio.sleep(max(0.0, t0 + (k + step) / SR / pace - time.perf_counter()))
                 await ws.send(pcm16(audio[k: k + step]))
             await ws.send(json.dumps({"type": "end"}))
             await rx
@@ -186,9 +188,8 @@ def run_network_load(ws_url: str, pool: list[UttAudio], cfg: LoadConfig, gc_free
     clients = []
     t0 = time.perf_counter() + 0.2
     for k in range(cfg.streams):
-        order = np.roll(rng.permutation(len(pool)), k)
-        script = StreamScript(pool, order, np.random.default_rng([cfg.seed, k]), cfg.gap_s, floor)
-        tr = StreamTrack(f"n{k}", script)
+        script, kind = make_script(pool, cfg, k, rng, floor)
+        tr = StreamTrack(f"n{k}", script, kind=kind)
         tr.start = t0 + cfg.ramp_s * k / max(1, cfg.streams) + rng.uniform(0, cfg.chunk_ms / 1000)
         clients.append(_Client(tr, chunk, total, stats))
     url = ws_url.rstrip("/") + "/v1/stream?sample_rate=16000"

@@ -34,7 +34,8 @@ from speechbench.streaming.engine_args import add_engine_args
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "whisper-tiny.en"  # recognizes human speech (the own CTC model: synthetic speech only)
+# recognizes human speech and batches across streams (the own CTC model: synthetic speech only)
+DEFAULT_MODEL = "moonshine-tiny"
 
 
 @dataclass
@@ -235,8 +236,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, how long live streams get to receive their finals (default: %(default)g)")
     g = p.add_argument_group("models")
     g.add_argument("--model", default=DEFAULT_MODEL,
-                   help="streaming recognizer: whisper-tiny.en, whisper-base (LocalAgreement-2, batched across "
-                   "streams), moonshine-tiny (native streaming, per stream), ctc-streaming (the own CTC model: "
+                   help="streaming recognizer: moonshine-tiny, moonshine-base (re-decoded batched across streams, "
+                   "LocalAgreement-2), whisper-tiny.en, whisper-base (the same policy, Whisper), "
+                   "moonshine-tiny-native (its own streaming API, per stream), ctc-streaming (the own CTC model: "
                    "synthetic speech only, highest capacity), ctc:<checkpoint.pt> (default: %(default)s)")
     g.add_argument("--checkpoint", default=ServeOptions.checkpoint, help="checkpoint for ctc-streaming "
                    "(default: %(default)s)")

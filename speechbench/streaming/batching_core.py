@@ -70,7 +70,7 @@ class BatchingCore:
         for s in list(self._streams.values()):
             if (s.status == "finalizing" and s.n_pending == 0 and not s.in_flight
                     and (s.flushed or not self.model.needs_final_step)):
-                ev = self._new_segment(s, "final", now, reason=s.finalize_reason)
+                ev = self._new_segment(s, "final", now, reason=s.finalize_reason, committed=s.committed)
                 self.metrics.finals += 1
                 events.append(ev)
                 events.append(Event("closed", s.id, "", s.segment, s.consumed, now, reason=s.finalize_reason))
@@ -117,9 +117,11 @@ class BatchingCore:
         m.capacity_sum += target if target >= len(take) else len(take)
         m.backlog_chunks.add(sum(s.n_pending // self.step_samples for s in self._streams.values()))
         out = []
+        drain = self.model.drains_queue
         for _, s in take:
-            n = min(self.step_samples, s.n_pending)
-            a = np.zeros(self.step_samples, dtype=np.float32)
+            # a model whose step costs the same however much audio is new takes all of it (see StreamingModel)
+            n = s.n_pending if drain else min(self.step_samples, s.n_pending)
+            a = np.zeros(max(n, self.step_samples), dtype=np.float32)
             a[:n] = self.audio[s.slot, :n]
             rest = s.n_pending - n
             if rest:
@@ -146,7 +148,9 @@ class BatchingCore:
         fresh = [b.stream.slot for b in batch if b.fresh]
         if fresh:
             self._reset_slots(fresh, hard=True)
-        audio = np.stack([b.audio for b in batch])
+        width = max(len(b.audio) for b in batch)
+        audio = np.stack([b.audio if len(b.audio) == width else np.pad(b.audio, (0, width - len(b.audio)))
+                          for b in batch])
         lengths = np.array([b.n for b in batch], dtype=np.int64)
         final = np.array([b.last for b in batch], dtype=bool)
         dec = vad = None
@@ -154,7 +158,8 @@ class BatchingCore:
             dec = vad = self.endpointer.step(slots, None, audio, lengths)  # re-decoding model gives its final
             final |= dec.endpoint  # text now
         t1 = time.perf_counter()
-        out = self.model.step(slots, audio, final, None if dec is None else dec.speech, lengths)
+        extra = {"trailing_ms": vad.trailing_ms} if vad is not None and self.model.uses_trailing_silence else {}
+        out = self.model.step(slots, audio, final, None if dec is None else dec.speech, lengths, **extra)
         t2 = time.perf_counter()
         if self.endpointer is not None and dec is None:
             dec = self.endpointer.step(slots, out.frame_symbols, audio)
@@ -170,6 +175,8 @@ class BatchingCore:
                 s.in_flight = False
                 if b.last:
                     s.flushed = True
+                    if out.committed is not None:
+                        s.committed = out.committed[r]
                 if s.close_after:
                     self._free.append(s.slot)
                     continue
@@ -193,13 +200,16 @@ class BatchingCore:
                 reason = None
                 if dec is not None and dec.endpoint[r]:
                     reason = "endpoint"
+                elif out.ends is not None and out.ends[r]:
+                    reason = "utterance_cap"  # the model cut a long utterance at a pause (its own rule)
                 elif s.consumed - s.seg_start >= self.max_segment_s * self.cfg.sample_rate:
                     reason = "max_segment"
                 if reason is not None:
                     if s.text:
                         m.endpoints += 1
                         m.finals += 1
-                        events.append(self._new_segment(s, "final", now, reason=reason))
+                        events.append(self._new_segment(s, "final", now, reason=reason,
+                                                        committed=out.committed[r] if out.committed else None))
                     else:
                         s.seg_start = s.consumed
                     resets.append(s.slot)

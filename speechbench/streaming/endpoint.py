@@ -117,6 +117,10 @@ class VadEndpointer:
         for r, s in enumerate(slots):
             n = audio.shape[1] if lengths is None else int(lengths[r])
             k = self.nres[s]
+            if k + n > self.residual.shape[1]:  # a step that drains a longer queue (StreamingModel.drains_queue)
+                wider = np.zeros((self.residual.shape[0], k + n + self.WINDOW), dtype=np.float32)
+                wider[:, : self.residual.shape[1]] = self.residual
+                self.residual = wider
             self.residual[s, k: k + n] = audio[r, :n]
             self.nres[s] = k + n
         while True:

@@ -9,7 +9,7 @@ Public API (thread-safe; any number of client threads):
     fut = eng.finalize_stream("call-1")            # flush, emit the final, close; fut.result() -> final text
     eng.stop()
 
-Events (``Event``: partial, final, error, closed, reset) go to ``on_event`` (called on the scheduler thread:
+Events (``Event``: partial, final, error, dropped, closed, reset) go to ``on_event`` (called on the scheduler thread:
 keep it cheap) or, without a callback, into a bounded queue read with ``eng.events.get()``.
 
 The model is a ``StreamingModel`` (``speechbench.streaming.models``): per-slot state preallocated for
@@ -27,7 +27,8 @@ utterance. Streams join and leave between steps; the slot pool never changes sha
 
 Degradation is explicit: admission control (``max_streams`` slots; and no new streams while the oldest
 queued audio is older than ``overload_ms``), a bounded per-stream queue (``max_queue_ms``: a chunk that
-would overflow it is shed and counted), and a bad chunk (wrong dtype, shape, sample rate, NaN/inf,
+would overflow it is shed, counted, and reported to its stream as a ``dropped`` event; the final of that
+utterance says how many chunks it lost), and a bad chunk (wrong dtype, shape, sample rate, NaN/inf,
 oversize) fails only its own stream, with a message saying what was wrong.
 """
 
@@ -223,7 +224,11 @@ class StreamingEngine(BatchingCore):
             if problem:
                 ev = self._fail(s, problem)
             else:
-                return self._enqueue(s, audio, now, arrival_time)
+                text, dropped = self._enqueue(s, audio, now, arrival_time)
+        if not problem:
+            if dropped is not None:  # admitted audio lost: the client is told (outside the lock)
+                self._deliver(dropped)
+            return text
         self._deliver(ev)  # outside the lock: the callback may call the engine
         raise BadChunkError(f"stream {stream_id!r} failed: {problem}")
 
@@ -235,18 +240,25 @@ class StreamingEngine(BatchingCore):
         return s
 
     def _enqueue(self, s: StreamState, audio: np.ndarray | torch.Tensor, now: float, arrival_time: float | None
-                 ) -> str:
+                 ) -> tuple[str, Event | None]:
+        """Queue a chunk; returns the stream's text and, when the chunk had to be shed, the "dropped" event
+        that tells its client (admitted audio is never lost silently)."""
         a = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else audio
         n = a.shape[0]
         s.last_chunk_time = now
         if n == 0:
-            return s.text
+            return s.text, None
         self.metrics.chunks_in += 1
         if s.n_pending + n > self.queue_cap:
             self.metrics.shed_chunks += 1
             self.metrics.shed_samples += n
             s.shed += 1
-            return s.text
+            s.shed_samples += n
+            ms = 1e3 * s.shed_samples / self.cfg.sample_rate
+            return s.text, Event("dropped", s.id, s.text, s.segment, s.consumed, now,
+                                 reason=f"server overloaded: {1e3 * n / self.cfg.sample_rate:.0f} ms of audio "
+                                        f"dropped ({ms:.0f} ms on this stream so far); transcripts of the "
+                                        "affected utterance are incomplete", shed=s.shed)
         self.audio[s.slot, s.n_pending: s.n_pending + n] = a
         became_ready = s.n_pending < self.step_samples <= s.n_pending + n and not s.in_flight
         s.n_pending += n
@@ -256,7 +268,7 @@ class StreamingEngine(BatchingCore):
             self._wake_in -= 1
             if self._wake_in <= 0:
                 self._cond.notify()
-        return s.text
+        return s.text, None
 
     def backlog_samples(self) -> int:
         """Audio queued and not yet fed to the model, all streams."""
@@ -375,8 +387,10 @@ class StreamingEngine(BatchingCore):
         return s.arrivals[-1][1] if s.arrivals else time.perf_counter()
 
     def _new_segment(self, s: StreamState, kind: str, now: float, emit_final: bool = True,
-                     reason: str | None = None) -> Event:
-        ev = Event(kind, s.id, s.text, s.segment, s.consumed, now, s.first_tok, s.last_tok, reason, s.shed)
+                     reason: str | None = None, committed: str | None = None) -> Event:
+        ev = Event(kind, s.id, s.text, s.segment, s.consumed, now, s.first_tok, s.last_tok, reason, s.shed,
+                   committed, s.shed - s.seg_shed)
+        s.seg_shed = s.shed
         s.segment += 1
         s.text = ""
         s.first_tok = s.last_tok = None

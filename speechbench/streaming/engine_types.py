@@ -78,7 +78,7 @@ class StreamingEngineConfig:
 
 @dataclass
 class Event:
-    kind: str  # "partial" | "final" | "error" | "closed" | "reset"
+    kind: str  # "partial" | "final" | "error" | "dropped" | "closed" | "reset"
     stream_id: str
     text: str
     segment: int  # utterance counter of the stream (incremented after each final or reset)
@@ -88,6 +88,8 @@ class Event:
     last_token_sample: int | None = None  # ... and of its last character
     reason: str | None = None  # final: endpoint | finalize | max_segment | idle_timeout; error: message
     shed: int = 0  # chunks of this stream shed so far (its sample positions then skip that audio)
+    committed: str | None = None  # final: the text committed before the final decode (re-decoding models)
+    segment_shed: int = 0  # final: chunks of this utterance shed (its text is incomplete when > 0)
 
 
 @dataclass
@@ -107,7 +109,7 @@ class StreamState:
     __slots__ = ("id", "slot", "status", "n_pending", "received", "consumed", "arrivals", "text",
                  "segment", "first_tok", "last_tok", "seg_start", "last_chunk_time", "needs_reset",
                  "in_flight", "finalize_future", "finalize_reason", "close_after", "error", "shed",
-                 "flushed")
+                 "flushed", "committed", "shed_samples", "seg_shed")
 
     def __init__(self, sid: str, slot: int, now: float) -> None:
         self.id = sid
@@ -131,3 +133,6 @@ class StreamState:
         self.error: str | None = None
         self.shed = 0  # chunks of this stream shed by the bounded queue
         self.flushed = False  # finalizing: the last step (final=True) has run
+        self.committed: str | None = None  # the model's committed text before its last final decode
+        self.shed_samples = 0  # samples of this stream shed
+        self.seg_shed = 0  # ``shed`` when the current segment began

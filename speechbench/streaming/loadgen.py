@@ -43,6 +43,16 @@ class UttAudio:
     onset: int  # sample where speech starts (energy-based, on the clean recording)
     offset: int  # sample where speech ends
     dialect: str = "unknown"
+    source: str = "synthetic"  # "synthetic" | "real" | "continuous" (real speech with its pauses shortened)
+
+
+@dataclass
+class StreamKind:
+    """What one kind of stream replays: some utterances of the pool, with gaps of silence between them."""
+
+    name: str  # reported per kind: "synthetic", "real", "continuous"
+    utts: np.ndarray  # indices into the pool
+    gap_s: tuple[float, float] | None = None  # None: LoadConfig.gap_s
 
 
 def speech_bounds(audio: np.ndarray, sr: int = SR, floor_dbfs: float = -45.0, rel_db: float = 40.0
@@ -128,8 +138,10 @@ class StreamTrack:
     error: str | None = None
     shed: int = 0
     first_partials: dict[int, tuple[int, float]] = field(default_factory=dict)  # segment -> (first tok, time)
-    finals: list[tuple[int, str, int | None, int | None, float, str | None]] = field(default_factory=list)
+    # (segment, text, first tok, last tok, time, reason[, committed text before the final decode])
+    finals: list[tuple] = field(default_factory=list)
     future: Any = None
+    kind: str = "synthetic"
 
 
 class Collector:
@@ -151,7 +163,7 @@ class Collector:
                 tr.first_partials[ev.segment] = (ev.first_token_sample, ev.time)
         elif ev.kind == "final":
             tr.finals.append((ev.segment, ev.text, ev.first_token_sample, ev.last_token_sample, ev.time,
-                              ev.reason))
+                              ev.reason, ev.committed))
         elif ev.kind == "error":
             tr.error = ev.reason
             with self.lock:
@@ -167,11 +179,21 @@ class LoadConfig:
     gap_s: tuple[float, float] = (0.3, 1.0)  # silence between utterances
     seed: int = 0
     finalize_timeout_s: float = 30.0
+    kinds: list[StreamKind] | None = None  # stream k replays kinds[k % len(kinds)]; None: the whole pool
 
 
 def make_floor(seconds: float, dbfs: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(int(seconds * SR)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def make_script(pool: list[UttAudio], cfg: LoadConfig, k: int, rng: np.random.Generator, floor: np.ndarray
+                ) -> tuple[StreamScript, str]:
+    """Stream ``k``'s script (its kind's utterances in a seeded order, rolled by ``k``) and the kind's name."""
+    kind = cfg.kinds[k % len(cfg.kinds)] if cfg.kinds else StreamKind("all", np.arange(len(pool)))
+    utts = np.asarray(kind.utts)
+    order = np.roll(utts[rng.permutation(len(utts))], k)
+    return StreamScript(pool, order, np.random.default_rng([cfg.seed, k]), kind.gap_s or cfg.gap_s, floor), kind.name
 
 
 def run_load(engine: StreamingEngine, pool: list[UttAudio], cfg: LoadConfig,
@@ -190,9 +212,8 @@ def run_load(engine: StreamingEngine, pool: list[UttAudio], cfg: LoadConfig,
     total = int(cfg.duration_s * SR) // chunk * chunk
     tracks = []
     for k in range(cfg.streams):
-        order = np.roll(rng.permutation(len(pool)), k)
-        script = StreamScript(pool, order, np.random.default_rng([cfg.seed, k]), cfg.gap_s, floor)
-        tr = StreamTrack(f"s{k}", script)
+        script, kind = make_script(pool, cfg, k, rng, floor)
+        tr = StreamTrack(f"s{k}", script, kind=kind)
         collector.tracks[tr.sid] = tr
         tracks.append(tr)
     lag = Histogram()
@@ -300,12 +321,16 @@ def score_tracks(tracks: list[StreamTrack], pool: list[UttAudio], total_samples:
             return i if i >= 0 else None
 
         texts: dict[int, list[str]] = {}
+        committed: dict[int, list[str]] = {}
         last_final: dict[int, tuple[float, str | None]] = {}
-        for _seg, text, _first, last, t, reason in tr.finals:
+        for f in tr.finals:
+            _seg, text, _first, last, t, reason = f[:6]
             i = owner(last)
             if i is None or not text:
                 continue
             texts.setdefault(i, []).append(text)
+            if len(f) > 6 and f[6] is not None:
+                committed.setdefault(i, []).append(f[6])
             last_final[i] = (t, reason)
         firsts: dict[int, float] = {}
         for _seg, (first, t) in sorted(tr.first_partials.items()):
@@ -314,13 +339,19 @@ def score_tracks(tracks: list[StreamTrack], pool: list[UttAudio], total_samples:
                 firsts[i] = t
         complete = [i for i, sp in enumerate(spans) if sp.end <= tr.sent]
         if complete:
-            streams.append({"stream": tr.sid, "utts": [pool[spans[i].utt].id for i in complete],
-                            "hyp": " ".join(t for i in complete for t in texts.get(i, []))})
+            row_s = {"stream": tr.sid, "kind": tr.kind, "utts": [pool[spans[i].utt].id for i in complete],
+                     "hyp": " ".join(t for i in complete for t in texts.get(i, []))}
+            if committed:
+                row_s["committed"] = " ".join(t for i in complete for t in committed.get(i, []))
+            streams.append(row_s)
         for i, sp in enumerate(spans):
             if sp.end > tr.sent:
                 continue
             u = pool[sp.utt]
-            row: dict[str, Any] = {"utt": u.id, "stream": tr.sid, "hyp": " ".join(texts.get(i, []))}
+            # scored by what the utterance is (a 1-stream level may replay real and synthetic speech)
+            row: dict[str, Any] = {"utt": u.id, "stream": tr.sid, "kind": u.source, "hyp": " ".join(texts.get(i, []))}
+            if committed:
+                row["committed"] = " ".join(committed.get(i, []))
             onset_t = tr.start + (sp.start + u.onset) / SR
             end_t = tr.start + (sp.start + u.offset) / SR
             if i in firsts:
@@ -329,7 +360,7 @@ def score_tracks(tracks: list[StreamTrack], pool: list[UttAudio], total_samples:
             if i in last_final:
                 t, reason = last_final[i]
                 row["final_reason"] = reason
-                if reason in ("endpoint", "max_segment"):
+                if reason in ("endpoint", "max_segment", "utterance_cap"):
                     row["finalization_ms"] = 1e3 * (t - end_t)
                     final_ms.append(row["finalization_ms"])
                     if reason == "endpoint":  # a max_segment final waited for no endpoint silence

@@ -39,6 +39,12 @@ class StepOutput:
     changed: np.ndarray  # bool (B,): the text grew or changed in this step
     frame_symbols: torch.Tensor | None = None  # (B, t) best symbol per output frame (CTC), else None
     stage_ms: dict[str, float] = field(default_factory=dict)  # time spent per stage of the step
+    # bool (B,): the model ended the row's segment in this step by its own rule (an utterance cap): the
+    # engine emits the final and resets the slot as for an endpoint. None: no row ended.
+    ends: np.ndarray | None = None
+    # per row whose segment ends in this step: the text that was committed (shown as stable) just before
+    # the final decode, for scoring what partial readers were promised; None for other rows or models.
+    committed: list[str | None] | None = None
 
 
 class StreamingModel(ABC):
@@ -71,6 +77,14 @@ class StreamingModel(ABC):
     min_join_ms: int | None = None
     # Most rows per step with this model, when the benchmark does not say (None: the engine's setting).
     default_max_batch: int | None = None
+    # The step takes all of a stream's queued audio, not one model chunk: a re-decoding model's update costs
+    # the same however much audio is new, so when the engine falls behind its updates grow further apart
+    # (partials later) instead of its queues filling until audio is shed. ``audio`` then has as many columns
+    # as the longest row (``lengths`` says each row's audio).
+    drains_queue: bool = False
+    # The model's step takes ``trailing_ms`` (per row: ms of non-speech at the end of the row's audio, from
+    # the VAD endpointer), to skip work on audio that holds no new speech.
+    uses_trailing_silence: bool = False
 
     chunk_ms: int = 0  # set by allocate()
 

@@ -13,6 +13,7 @@ words keep the spelling of the hypothesis that committed them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _STRIP = re.compile(r"[^\w']+")
@@ -80,3 +81,72 @@ class LocalAgreement:
         self.committed = []
         self.history = []
         self.revised = False
+
+
+@dataclass
+class TokenAgreement:
+    """LocalAgreement-n on token ids, committing whole words only: for a decoder that can continue a forced
+    prefix (Moonshine's torch decoder), the committed tokens are fed back as that prefix, so each update
+    decodes only the uncommitted tail.
+
+    ``update(tokens)`` takes the latest hypothesis of the whole utterance (the committed prefix first, forced
+    or not). Its tail (the tokens past the commit) is compared with the last n-1 tails; the longest run of
+    whole words they agree on, each followed in every hypothesis by the start of another word (so no word is
+    committed while it may still grow), is committed. Tokens are compared exactly (casing and punctuation
+    included): stricter than the word-level policy, and it keeps the forced prefix and the text equal."""
+
+    starts_word: Callable[[int], bool]
+    n: int = 2
+    committed: list[int] = field(default_factory=list)
+    history: list[list[int]] = field(default_factory=list)
+    tail: list[int] = field(default_factory=list)
+    revised: bool = False
+
+    def update(self, tokens: list[int]) -> None:
+        k = len(self.committed)
+        # a hypothesis that disagrees with a committed token leaves the commit standing (positional tail)
+        tail = list(tokens[k:])
+        prev = self.history[-(self.n - 1):] if self.n > 1 else []
+        if len(prev) == self.n - 1:
+            agreed = min([len(tail)] + [_common(tail, h) for h in prev])
+            cut = 0
+            for j in range(agreed, 0, -1):
+                if j < len(tail) and self.starts_word(tail[j]) and all(
+                        j < len(h) and self.starts_word(h[j]) for h in prev):
+                    cut = j
+                    break
+            if cut:
+                self.committed += tail[:cut]
+                tail = tail[cut:]
+                self.history = [h[cut:] for h in self.history]
+        self.history = (self.history + [tail])[-(self.n - 1):] if self.n > 1 else []
+        self.tail = tail
+
+    def finish(self, tokens: list[int]) -> list[int]:
+        """The utterance ended with this hypothesis: it is the final, whole. ``revised``: it changed tokens
+        that had been committed (only a re-decode from scratch can)."""
+        k = len(self.committed)
+        self.revised = list(tokens[:k]) != self.committed
+        self.committed = list(tokens)
+        self.history = []
+        self.tail = []
+        return self.committed
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.committed + self.tail
+
+    def reset(self) -> None:
+        self.committed = []
+        self.history = []
+        self.tail = []
+        self.revised = False
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -9,8 +9,11 @@ transcription, the reference its streaming WER is compared with:
 * ``whisper-tiny.en``, ``whisper-base`` (optionally ``@compute_type=float32,beam_size=5``): Whisper under
   LocalAgreement-2, re-decodes batched across streams; offline = the same recognizer, same decoding options,
   through faster-whisper's own ``transcribe`` (30 s window).
-* ``moonshine-tiny``: Moonshine tiny-en through its native streaming API, one native stream per slot;
-  offline = its ``transcribe_without_streaming``.
+* ``moonshine-tiny``, ``moonshine-base`` (optionally ``@max_utterance_s=20,agreement=2,threads=2``): Moonshine
+  re-decoding each stream's utterance, batched across streams in equal-length groups, LocalAgreement-2;
+  offline = the same ONNX model and greedy decoding over each whole utterance (split at pauses past 30 s).
+* ``moonshine-tiny-native``: Moonshine tiny-en through moonshine-voice's native streaming API, one native
+  stream per slot (no batched call); offline = its ``transcribe_without_streaming``.
 
 A model that cannot load here raises ``RecognizerUnavailable`` with the reason; the benchmark records it and
 goes on with the others.
@@ -33,7 +36,8 @@ if TYPE_CHECKING:
 
 OfflineFn = Callable[[list[np.ndarray]], list[str]]
 
-KNOWN = ("ctc-streaming", "whisper-tiny.en", "whisper-base", "moonshine-tiny")
+KNOWN = ("ctc-streaming", "moonshine-tiny", "moonshine-base", "whisper-tiny.en", "whisper-base",
+         "moonshine-tiny-native")
 
 
 @dataclass
@@ -116,12 +120,38 @@ def load_whisper(which: str, options: dict[str, Any], threads: int | None) -> Lo
                        rec.info(), rec.close)
 
 
-def load_moonshine(options: dict[str, Any]) -> LoadedModel:
+def load_moonshine_native(options: dict[str, Any]) -> LoadedModel:
     from speechbench.streaming.models.moonshine import MoonshineStreaming
 
-    model = MoonshineStreaming(**options)
+    model = MoonshineStreaming(name="moonshine-tiny-native", **options)
     return LoadedModel(model, model.transcribe_offline, "moonshine transcribe_without_streaming()",
                        model.info(), model.close)
+
+
+OFFLINE_MAX_S = 30.0  # Moonshine's offline pass decodes an utterance whole up to this, then splits at pauses
+
+
+def load_moonshine(which: str, options: dict[str, Any], threads: int | None) -> LoadedModel:
+    from speechbench.speech.pauses import split_at_pauses
+    from speechbench.streaming.models.moonshine_batched import MoonshineRedecode
+
+    model = MoonshineRedecode(which, **{"threads": threads, **options})
+
+    def offline(waves: list[np.ndarray]) -> list[str]:
+        pieces, owner = [], []
+        for i, w in enumerate(waves):
+            for part in split_at_pauses(np.asarray(w, dtype=np.float32), int(OFFLINE_MAX_S * model.sample_rate)):
+                pieces.append(part)
+                owner.append(i)
+        out = [""] * len(waves)
+        for i, text in zip(owner, model.batch.transcribe(pieces), strict=True):
+            out[i] = f"{out[i]} {text}".strip()
+        return out
+
+    info = {"name": model.name, "params": model.params, "precision": model.precision, "backend": model.backend,
+            "path": str(model.batch.path), "options": model.options()}
+    return LoadedModel(model, offline, f"the same encoder and decoder, greedy, each utterance whole (split at "
+                                       f"pauses past {OFFLINE_MAX_S:g} s)", info)
 
 
 def load_streaming_model(spec: str, device: torch.device | str = "cpu", threads: int | None = None,
@@ -136,8 +166,10 @@ def load_streaming_model(spec: str, device: torch.device | str = "cpu", threads:
         return load_ctc(name[4:], device, seed, name=name, graph=graph)
     if name in ("whisper-tiny.en", "whisper-base"):
         return load_whisper(name, options, threads)
-    if name == "moonshine-tiny":
-        return load_moonshine(options)
+    if name in ("moonshine-tiny", "moonshine-base"):
+        return load_moonshine(name, options, threads)
+    if name == "moonshine-tiny-native":
+        return load_moonshine_native(options)
     raise ValueError(f"unknown streaming model {name!r}; known: {', '.join(KNOWN)}, ctc:<checkpoint.pt>")
 
 
@@ -152,12 +184,14 @@ def fit_engine_config(model: StreamingModel, ec: StreamingEngineConfig, explicit
 
     if model.frame_ms is not None:
         return ec
+    keep = set(explicit)
+    # the model chunk the engine will run: one set on purpose (a cadence sweep), else the model's own
+    chunk = ec.model_chunk_ms if "model_chunk_ms" in keep and ec.model_chunk_ms else model.default_chunk_ms
     over: dict[str, Any] = {"endpoint": "vad", "model_chunk_ms": None,
-                            "max_queue_ms": max(ec.max_queue_ms, 2 * model.default_chunk_ms + ec.max_chunk_ms),
-                            "overload_ms": ec.overload_ms + model.default_chunk_ms}
+                            "max_queue_ms": max(ec.max_queue_ms, 2 * chunk + ec.max_chunk_ms),
+                            "overload_ms": ec.overload_ms + chunk}
     if model.default_max_wait_ms is not None:
         over["max_wait_ms"] = model.default_max_wait_ms
     if model.default_max_batch is not None:
         over["max_batch"] = min(ec.max_batch, model.default_max_batch)
-    keep = set(explicit)
     return replace(ec, **{k: v for k, v in over.items() if k not in keep})

@@ -13,6 +13,7 @@ import numpy as np
 from speechbench.common.fmt import fixed
 from speechbench.common.measure import PeakMemory, host_rss_mb
 from speechbench.common.noise import NoiseMonitor
+from speechbench.streaming.accuracy import utterance_scores
 from speechbench.streaming.capacity import CapacitySearch, SearchConfig, compact_run
 from speechbench.streaming.loadgen import Collector, LoadConfig, UttAudio, run_load, score_tracks, wer_counts
 
@@ -29,7 +30,7 @@ class LoadSections:
         chunk_ms = chunk_ms or self.cfg.chunk_ms
         lcfg = LoadConfig(streams=streams, duration_s=duration_s, chunk_ms=chunk_ms,
                           ramp_s=min(self.cfg.ramp_s, duration_s / 4), gap_s=self.cfg.gap_s,
-                          seed=self.cfg.seed + streams)
+                          seed=self.cfg.seed + streams, kinds=self.stream_kinds(self.kinds_mode, streams))
         monitor = NoiseMonitor(probe=False)  # per level: steal and other processes' CPU (the probe is per section)
         monitor.start()
         try:
@@ -47,10 +48,21 @@ class LoadSections:
         srows = scored["streams"]
         refs = [" ".join(self.pool_by_id[u].text for u in s["utts"]) for s in srows]
         w = wer_counts(refs, [s["hyp"] for s in srows])
-        offline = self.offline_for([u for s in srows for u in s["utts"]])
+        offline = self.offline_for([u for s in srows for u in s["utts"]] + [r["utt"] for r in rows])
         wo = wer_counts(refs, [" ".join(offline.get(u, "") for u in s["utts"]) for s in srows])
         for d in (w, wo):
             d["streams"], d["utterances"] = d.pop("utterances", len(srows)), sum(len(s["utts"]) for s in srows)
+        committed_rows = [s for s in srows if "committed" in s]
+        wc = wer_counts([r for r, s in zip(refs, srows, strict=True) if "committed" in s],
+                        [s["committed"] for s in committed_rows]) if committed_rows else None
+        by_kind = {}
+        for kind in sorted({s["kind"] for s in srows}):
+            ks = [(r, s) for r, s in zip(refs, srows, strict=True) if s["kind"] == kind]
+            by_kind[kind] = {"streams": len(ks),
+                             "wer": wer_counts([r for r, _ in ks], [s["hyp"] for _, s in ks])["wer"]}
+        for r in rows:  # the committed text of each utterance's finals, for per-source scoring
+            r.setdefault("committed", None)
+        utt_scores = utterance_scores(rows, {u.id: u.text for u in self.pool}, offline)
         fp = np.array(scored["first_partial_ms"])
         fm = np.array(scored["finalization_ms"])
         fa = np.array(scored["finalization_after_endpoint_ms"])
@@ -76,12 +88,16 @@ class LoadSections:
             "rtf": stats["compute_rtf"], "batch_utilization": stats["batch_utilization"],
             # share of the level's wall time the scheduler spent stepping (the rest it waited for audio)
             "scheduler_busy_share": stats["busy_s"] / raw["wall_s"] if raw["wall_s"] else None,
+            # the scheduler's step time per second of one stream's audio at this load (all threads of the
+            # model's step work inside it): 1000 / this is how many such streams a fully busy scheduler holds
+            "compute_ms_per_stream_s": 1e3 * stats["busy_s"] / (admitted * duration_s) if admitted else None,
             "batch_fill_of_ready": stats["batch_fill_of_ready"], "batch_size_mean": stats["batch_size_mean"],
             "shed_chunks": stats["shed_chunks"], "dropped_chunks": dropped, "failed_streams": stats["failed_streams"],
             "unfinished_streams": raw["unfinished"],
             "peak_memory_mb": pm.report.peak_mb, "host_rss_peak_mb": pm.report.host_rss_peak_mb,
             "cuda_peak_allocated_mb": pm.report.cuda_peak_allocated_mb,
             "wer": w["wer"], "wer_offline": wo["wer"], "wer_detail": w, "wer_offline_detail": wo,
+            "wer_committed_detail": wc, "wer_by_kind": by_kind, "utt_scores": utt_scores,
             "utterances_scored": len(rows),
             "excluded_streams": scored["excluded_streams"],
             "throughput_audio_s_per_s": stats["audio_s"] / raw["wall_s"] if raw["wall_s"] else None,
@@ -142,7 +158,8 @@ class LoadSections:
         n = self.cfg.single_stream_utterances
         if n <= 0 or not self.pool:
             return None
-        per_utt = float(np.mean([len(u.audio) for u in self.pool])) / 16000 + float(np.mean(self.cfg.gap_s))
+        pool = [u for u in self.pool if getattr(u, "source", "synthetic") == "synthetic"] or self.pool  # CTC replays
+        per_utt = float(np.mean([len(u.audio) for u in pool])) / 16000 + float(np.mean(self.cfg.gap_s))
         return max(self.cfg.duration_s, n * per_utt + self.cfg.ramp_s) if n * per_utt > self.cfg.duration_s else None
 
     PER_STREAM = {"max_batch": 1, "max_wait_ms": 0.0}  # the baseline: the same engine, one stream per step

@@ -3,8 +3,14 @@ the same policy per stream when its steps batch, and its row of the accuracy-vs-
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+
+from speechbench.common.fmt import fixed
+from speechbench.streaming.accuracy import by_source
+
+log = logging.getLogger(__name__)
 
 
 def pooled_wer(levels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -38,39 +44,91 @@ class ModelSections:
 
     def measure_model(self, spec: str) -> dict[str, Any]:
         """One pretrained recognizer served by the engine: a sweep (stopping at the first level it cannot
-        sustain) and, for a model whose steps batch across streams, the same policy run per stream
-        (max_batch 1), each level's streaming WER next to the same recognizer's offline WER."""
-        from speechbench.streaming.models.registry import load_streaming_model
+        sustain), its capacity confirmed, and for a model whose steps batch across streams, the same policy
+        run per stream (max_batch 1); each level's streaming WER next to the same recognizer's offline WER.
+        The first batched Moonshine model also gets its update-cadence frontier."""
+        from speechbench.streaming.models.registry import load_streaming_model, parse
 
         c = self.cfg
         t0 = time.perf_counter()
         loaded = load_streaming_model(spec, self.device, c.threads, c.checkpoint, c.seed)
-        chunk = loaded.model.default_chunk_ms
-        saved = (self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms)
-        self.serving, self.offline_hyp, self.offline_fn = loaded.model, {}, loaded.offline
-        self.latency_bound_ms = c.latency_bound_ms if chunk <= c.model_chunk_ms else chunk + c.redecode_bound_ms
-        rec: dict[str, Any] = {"spec": spec, "model": loaded.model.info(), "recognizer": loaded.info,
+        model = loaded.model
+        chunk = model.default_chunk_ms
+        name = parse(spec)[0]
+        levels = c.model_streams.get(name, c.compare_streams)
+        saved = (self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms, self.kinds_mode)
+        self.serving, self.offline_hyp, self.offline_fn = model, {}, loaded.offline
+        self.kinds_mode = "mixed"
+        redecodes = chunk > c.model_chunk_ms
+        self.latency_bound_ms = chunk + c.redecode_bound_ms if redecodes else c.latency_bound_ms
+        rec: dict[str, Any] = {"spec": spec, "model": model.info(), "recognizer": loaded.info,
                                "load_s": time.perf_counter() - t0, "offline_method": loaded.offline_method,
                                "latency_bound_ms": self.latency_bound_ms, "endpoint": "vad"
-                               if loaded.model.frame_ms is None else c.endpoint}
+                               if model.frame_ms is None else c.endpoint, "levels_planned": levels}
         self.results.setdefault("models", {})[spec] = rec
         try:
-            self.sweep("sweep", c.compare_streams, c.compare_duration_s, stop_at_failure=True, store=rec)
+            single = c.compare_single_stream_s if redecodes and c.compare_single_stream_s > 0 else None
+            self.sweep("sweep", levels, c.compare_duration_s, stop_at_failure=True, store=rec, single_stream_s=single)
             self.search_capacity(f"{spec}", "sweep", c.compare_duration_s, c.compare_bisect_steps, store=rec)
-            if loaded.model.batching == "batched":
+            if model.batching == "batched":
                 # 1 stream is the batched sweep's 1-stream level again (max batch does not matter then)
-                self.sweep("baseline", [n for n in c.compare_streams if n > 1], c.compare_duration_s,
-                           stop_at_failure=True, store=rec, **self.PER_STREAM)
+                per = c.model_baseline_streams.get(name) or [n for n in levels if n > 1]
+                self.sweep("baseline", per, c.compare_duration_s, stop_at_failure=True, store=rec, **self.PER_STREAM)
                 self.search_capacity(f"{spec} per stream", "baseline", c.compare_duration_s, c.compare_bisect_steps,
                                      store=rec, **self.PER_STREAM)
+            if (name.startswith("moonshine") and model.batching == "batched" and c.frontier_chunks
+                    and not any(k.startswith("moonshine") and v.get("frontier")
+                                for k, v in self.results["models"].items())):
+                rec["frontier"] = self.measure_frontier(chunk, rec)
             rec["offline_utterances"] = len(self.offline_hyp)
-            if hasattr(loaded.model, "revised_finals"):  # finals that replaced words partials had committed
-                rec["finals"] = {"segments": loaded.model.finals, "revised_committed": loaded.model.revised_finals}
+            if hasattr(model, "revised_finals"):  # finals that replaced words partials had committed
+                rec["finals"] = {"segments": model.finals, "revised_committed": model.revised_finals}
+            if hasattr(model, "cost_stats"):
+                rec["cost"] = model.cost_stats()
             rec["summary"] = self.model_row(rec)
         finally:
             loaded.close()
-            self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms = saved
+            self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms, self.kinds_mode = saved
         return rec
+
+    def measure_frontier(self, own_chunk: int, rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """Update interval against sustained streams and first-partial latency: for each interval of
+        ``frontier_chunks`` (and the model's own, from its sweep), the frontier levels in order until one is
+        not sustained, each under that interval's bound (interval + redecode_bound_ms)."""
+        c = self.cfg
+        out = []
+        own = [r for r in rec.get("sweep") or [] if r["streams"] > 1]
+        for ms in sorted(set(c.frontier_chunks) | {own_chunk}):
+            if ms == own_chunk:
+                runs = own
+            else:
+                runs = []
+                saved = self.latency_bound_ms
+                self.latency_bound_ms = ms + c.redecode_bound_ms
+                try:
+                    for n in c.frontier_streams:
+                        r = self.run_level(n, c.compare_duration_s, f"frontier {ms} ms", model_chunk_ms=ms)
+                        runs.append(r)
+                        log.info("frontier %d ms %3d streams: p95 %s ms (bound %.0f), sustained %s", ms, n,
+                                 fixed(r["chunk_latency_ms_p95"]), self.latency_bound_ms, r["sustained"])
+                        if not r["sustained"]:
+                            break
+                finally:
+                    self.latency_bound_ms = saved
+            held = [r["streams"] for r in runs if r["sustained"]]
+            first = runs[0] if runs else {}
+            out.append({"chunk_ms": ms, "latency_bound_ms": ms + c.redecode_bound_ms, "own": ms == own_chunk,
+                        "max_sustained_streams": max(held) if held else 0,
+                        "top_level_held": bool(runs) and runs[-1]["sustained"],
+                        "first_partial_ms_p95": first.get("first_partial_ms_p95"),
+                        "first_partial_at_streams": first.get("streams"),
+                        "levels": [{k: r.get(k) for k in ("streams", "sustained", "chunk_latency_ms_p50",
+                                                          "chunk_latency_ms_p95", "first_partial_ms_p95",
+                                                          "compute_ms_per_stream_s", "scheduler_busy_share")}
+                                   for r in runs]})
+            rec["frontier"] = out
+            self.save()
+        return out
 
     def model_row(self, rec: dict[str, Any]) -> dict[str, Any]:
         """The streaming table's row of one model: accuracy, speed, latency, capacity, memory."""
@@ -96,6 +154,45 @@ class ModelSections:
             row["rtf_p95"] = step["p95"] / chunk if step.get("p95") is not None else None
             row["rtf"] = one.get("rtf")
             for k in ("first_partial_ms_p95", "finalization_ms_p95", "finalization_after_endpoint_ms_p95",
-                      "chunk_latency_ms_p50", "chunk_latency_ms_p95"):
+                      "chunk_latency_ms_p50", "chunk_latency_ms_p95", "utterances_scored", "duration_s"):
                 row[k] = one.get(k)
+            row["single_stream_targets"] = single_stream_targets(one)
+        caps = (rec.get("capacity") or {}).get("sweep") or {}
+        # "+" only where the largest level tried held: capacity is then a lower bound
+        row["capacity_is_lower_bound"] = bool(caps.get("top_level_held")) if caps else bool(
+            sweep and sweep[-1]["sustained"])
+        at = self.run_at(row["max_sustained_streams"], "sweep", rec)
+        if at and at.get("compute_ms_per_stream_s"):
+            per = at["compute_ms_per_stream_s"]
+            row["compute_ms_per_stream_s_at_capacity"] = per
+            row["scheduler_busy_share_at_capacity"] = at.get("scheduler_busy_share")
+            # streams a scheduler busy 100% of the time would hold at that per-stream cost; capacity is a
+            # share of it (the rest is the headroom the latency bound needs)
+            row["compute_ceiling_streams"] = 1000.0 / per
+            row["capacity_share_of_ceiling"] = row["max_sustained_streams"] / row["compute_ceiling_streams"]
+        src = by_source(sustained)
+        if src:
+            row["wer_by_source"] = src
+        committed = [r["wer_committed_detail"] for r in sustained if r.get("wer_committed_detail")]
+        if committed:
+            words = sum(d["words"] for d in committed)
+            row["wer_committed_at_endpoint"] = sum(
+                d["substitutions"] + d["deletions"] + d["insertions"] for d in committed) / max(1, words)
+        fin = rec.get("finals") or {}
+        if fin.get("segments"):
+            row["finals_revising_committed_share"] = fin["revised_committed"] / fin["segments"]
+        if rec.get("frontier"):
+            row["frontier"] = [{k: f[k] for k in ("chunk_ms", "latency_bound_ms", "max_sustained_streams",
+                                                  "top_level_held", "first_partial_ms_p95")} for f in rec["frontier"]]
         return row
+
+
+def single_stream_targets(one: dict[str, Any]) -> dict[str, Any]:
+    """The seed's single-stream targets on a recognizer's 1-stream level: value, threshold, met."""
+    def t(key: str, bound: float) -> dict[str, Any]:
+        v = one.get(key)
+        return {"value": v, "threshold": f"<= {bound:g}", "met": None if v is None else bool(v <= bound)}
+
+    return {"first_partial_ms_p95": t("first_partial_ms_p95", 300),
+            "finalization_after_endpoint_ms_p95": t("finalization_after_endpoint_ms_p95", 150),
+            "rtf": t("rtf", 0.2), "utterances": one.get("utterances_scored")}
