@@ -126,3 +126,8 @@ def test_the_batch_recognizer_splits_long_audio_at_pauses(clips):
     text = rec.transcribe([long])[0]
     assert text.lower().count("ever tried") == 2 and text.lower().count("no matter") == 2, text
     assert rec.info()["params"] and "onnxruntime" in rec.backend
+
+
+def test_audio_too_short_for_the_encoder_is_padded_not_an_error(batch):
+    short = [np.zeros(n, np.float32) for n in (1, 300, 900)]
+    assert [isinstance(t, list) for t in batch.decode(short + [np.zeros(0, np.float32)])] == [True] * 4

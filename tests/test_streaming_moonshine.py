@@ -187,3 +187,38 @@ def test_registry_serves_moonshine_batched_and_native_by_name():
         assert "same encoder and decoder" in loaded.offline_method
     finally:
         loaded.close()
+
+
+def test_accuracy_by_source_pools_streams_with_a_bootstrap_interval():
+    from speechbench.streaming.accuracy import by_source, stream_scores
+
+    streams = [{"kind": "real", "utts": ["a", "b"], "hyp": "the cat sat on the mat", "committed": "the cat"},
+               {"kind": "real", "utts": ["c"], "hyp": "a dog ran", "committed": "a dog ran"},
+               {"kind": "synthetic", "utts": ["d"], "hyp": "hello world", "committed": None}]
+    refs = ["the cat sat on a mat", "a dog ran", "hello world"]
+    offline = {"a": "the cat sat", "b": "on a mat", "c": "a dog", "d": "hello world"}
+    scores = stream_scores(streams, refs, offline)
+    assert [s[:5] for s in scores] == [["real", 6, 1, 0, 4], ["real", 3, 0, 1, 0], ["synthetic", 2, 0, 0, None]]
+    src = by_source([{"stream_scores": scores}, {"stream_scores": scores[:1]}])
+    real = src["real"]
+    assert real["streams"] == 3 and real["words"] == 15 and real["distinct_utterances"] == 3
+    assert real["wer_final"] == pytest.approx(2 / 15) and real["wer_offline"] == pytest.approx(1 / 15)
+    assert real["wer_committed"] == pytest.approx(8 / 15) and real["gap_points"] == pytest.approx(100 / 15)
+    lo, hi = real["wer_final_ci95"]
+    assert 0 <= lo <= real["wer_final"] <= hi <= 1
+    assert src["synthetic"]["wer_final"] == 0 and src["synthetic"]["wer_final_ci95"] is None  # one stream
+    assert "wer_committed" not in src["synthetic"]
+
+
+def test_a_draining_model_is_admitted_by_queue_age_not_by_a_busy_scheduler():
+    from speechbench.streaming.engine_types import StreamingEngineConfig
+    from speechbench.streaming.models.registry import fit_engine_config
+
+    class Redecoding:
+        frame_ms, default_chunk_ms, drains_queue = None, 640, True
+        default_max_wait_ms = default_max_batch = None
+
+    ec = fit_engine_config(Redecoding(), StreamingEngineConfig(max_duty=0.9, overload_ms=250.0))
+    assert ec.endpoint == "vad" and ec.max_duty > 1.0 and ec.overload_ms == 250.0 + 2 * 640
+    ec = fit_engine_config(Redecoding(), StreamingEngineConfig(model_chunk_ms=320), ["model_chunk_ms"])
+    assert ec.model_chunk_ms == 320 and ec.max_queue_ms >= 2 * 320 + ec.max_chunk_ms

@@ -26,6 +26,14 @@ from speechbench.asr.base import Recognizer, as_waveform
 from speechbench.asr.moonshine_onnx import SOURCES, MoonshineOnnx, model_dir
 
 TORCH_DECODER = ("moonshine-tiny",)  # graphs whose layout moonshine_torch.py reads
+# The encoder's convolutions need ~1000 samples (kernels 127, 7, 3; strides 64, 3, 2): shorter audio (a
+# final of a few milliseconds, the tail of a cut) is padded with silence to this many samples.
+MIN_SAMPLES = 4000
+
+
+def _at_least(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    return audio if len(audio) >= MIN_SAMPLES else np.pad(audio, (0, MIN_SAMPLES - len(audio)))
 
 
 class MoonshineBatch:
@@ -67,7 +75,7 @@ class MoonshineBatch:
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """One utterance (N,) -> its encoder output (frames, dim)."""
         t0 = time.perf_counter()
-        h = self.onnx.encode(np.asarray(audio, dtype=np.float32)[None])[0]
+        h = self.onnx.encode(_at_least(audio)[None])[0]
         self.stats["encoder_ms"] += 1e3 * (time.perf_counter() - t0)
         self.stats["encoder_rows"] += 1
         self.stats["encoder_audio_s"] += len(audio) / 16000
@@ -90,8 +98,7 @@ class MoonshineBatch:
         t0 = time.perf_counter()
 
         def run(w: int) -> dict[int, np.ndarray]:
-            return {i: self.onnx.encode(np.asarray(audios[i], dtype=np.float32)[None], self.workers[w])[0]
-                    for i in shares[w]}
+            return {i: self.onnx.encode(_at_least(audios[i])[None], self.workers[w])[0] for i in shares[w]}
 
         out: dict[int, np.ndarray] = {}
         for part in self._pool.map(run, range(len(self.workers))):

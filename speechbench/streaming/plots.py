@@ -64,4 +64,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "streaming") ->
         a2b.set_ylabel("batch utilization", color="tab:green")
         a2.set_title("Batching")
         made["throughput"] = save_figure(fig, out_dir, f"{prefix}_throughput.png")
+    from speechbench.streaming.report_real import frontier_plot
+
+    made.update(frontier_plot(res, out_dir, prefix))
     return made

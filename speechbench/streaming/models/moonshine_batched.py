@@ -42,7 +42,7 @@ from speechbench.streaming.models.local_agreement import TokenAgreement
 
 class MoonshineRedecode(StreamingModel):
     batching = "batched"
-    default_chunk_ms = 320  # the update interval (measured frontier: docs/streaming_report.md)
+    default_chunk_ms = 640  # the update interval (the measured frontier: docs/streaming_report.md)
     # A step formed for some streams waits this long for others to complete their interval: more rows,
     # and more rows of equal length, per call.
     default_max_wait_ms = 80.0
@@ -52,8 +52,8 @@ class MoonshineRedecode(StreamingModel):
 
     def __init__(self, model: str = "moonshine-tiny", threads: int | None = None, agreement: int = 2,
                  max_utterance_s: float = 12.0, cut_search_s: float = 4.0, lead_s: float = 0.3,
-                 max_tokens_per_s: float = 13.0, final: str = "prefix", decoder: str = "auto",
-                 partial_new_tokens: int = 4, name: str | None = None) -> None:
+                 max_tokens_per_s: float = 13.0, final: str = "full", decoder: str = "auto",
+                 partial_new_tokens: int = 4, update_ms: int | None = None, name: str | None = None) -> None:
         from speechbench.asr.moonshine import count_ort_params
 
         if not 0 < cut_search_s < max_utterance_s:
@@ -73,6 +73,10 @@ class MoonshineRedecode(StreamingModel):
         self.lead_s = lead_s
         # Forcing the committed tokens as the decoder's prefix needs the torch decoder; the ONNX one re-decodes.
         self.forced = self.batch.decoder_kind == "torch"
+        # The update interval when the engine does not set one: base through ONNX Runtime decodes one token
+        # per call per equal-length group (~40 ms a token at one row, measured), 6x tiny's cost: at 640 ms it
+        # could not keep up with one stream of real speech, so it updates every 1.28 s.
+        self.default_chunk_ms = update_ms or (self.default_chunk_ms if self.forced else 1280)
         self.final = final if self.forced else "full"
         # A partial update decodes at most this many tokens past the ones it kept from the last hypothesis:
         # its new audio (one interval) holds a few words; more is a decoding loop, which would make every row

@@ -194,4 +194,10 @@ def fit_engine_config(model: StreamingModel, ec: StreamingEngineConfig, explicit
         over["max_wait_ms"] = model.default_max_wait_ms
     if model.default_max_batch is not None:
         over["max_batch"] = min(ec.max_batch, model.default_max_batch)
+    if model.drains_queue:
+        # A model that takes all queued audio each step is busy all the time under load by design (its steps
+        # grow instead of its queues), so a busy scheduler is no sign of overload: admission goes by the age
+        # of the oldest queued audio, which a drained queue keeps near one step (two intervals allowed).
+        over["max_duty"] = max(ec.max_duty, 1.01)
+        over["overload_ms"] = ec.overload_ms + 2 * chunk
     return replace(ec, **{k: v for k, v in over.items() if k not in keep})

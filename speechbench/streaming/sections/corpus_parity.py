@@ -112,16 +112,18 @@ class CorpusParitySections:
     def stream_kinds(self, which: str, streams: int) -> list[StreamKind]:
         """What each stream of a level replays. ``synthetic``: the synthetic pool (the CTC model's
         sections). ``mixed``: real and synthetic streams alternating, and stream 2 (of levels with 3+
-        streams) the continuous script, when there is real speech; a single stream replays both."""
+        streams) the continuous script, when there is real speech; a single stream replays real speech."""
         by: dict[str, list[int]] = {}
         for i, u in enumerate(self.pool):
             by.setdefault(u.source, []).append(i)
         synth = StreamKind("synthetic", np.array(by["synthetic"]))
         if which == "synthetic" or "real" not in by:
             return [synth]
+        if which == "continuous" and "continuous" in by:
+            return [StreamKind("continuous", np.array(by["continuous"]), (0.5, 1.0))]
         real = StreamKind("real", np.array(by["real"]))
-        if streams == 1:  # one stream: real and synthetic utterances in turn, scored by their own source
-            return [StreamKind("mixed", np.array(by["real"] + by["synthetic"]))]
+        if streams == 1:  # the single-stream figures of a real recognizer: on real speech
+            return [real]
         kinds = [real, synth]
         if "continuous" in by and streams >= 3:
             kinds = [real, synth, StreamKind("continuous", np.array(by["continuous"]), (0.3, 0.6))]

@@ -13,7 +13,7 @@ import numpy as np
 from speechbench.common.fmt import fixed
 from speechbench.common.measure import PeakMemory, host_rss_mb
 from speechbench.common.noise import NoiseMonitor
-from speechbench.streaming.accuracy import utterance_scores
+from speechbench.streaming.accuracy import stream_scores
 from speechbench.streaming.capacity import CapacitySearch, SearchConfig, compact_run
 from speechbench.streaming.loadgen import Collector, LoadConfig, UttAudio, run_load, score_tracks, wer_counts
 
@@ -60,9 +60,7 @@ class LoadSections:
             ks = [(r, s) for r, s in zip(refs, srows, strict=True) if s["kind"] == kind]
             by_kind[kind] = {"streams": len(ks),
                              "wer": wer_counts([r for r, _ in ks], [s["hyp"] for _, s in ks])["wer"]}
-        for r in rows:  # the committed text of each utterance's finals, for per-source scoring
-            r.setdefault("committed", None)
-        utt_scores = utterance_scores(rows, {u.id: u.text for u in self.pool}, offline)
+        scores = stream_scores(srows, refs, offline)  # per stream, for accuracy by source
         fp = np.array(scored["first_partial_ms"])
         fm = np.array(scored["finalization_ms"])
         fa = np.array(scored["finalization_after_endpoint_ms"])
@@ -97,7 +95,7 @@ class LoadSections:
             "peak_memory_mb": pm.report.peak_mb, "host_rss_peak_mb": pm.report.host_rss_peak_mb,
             "cuda_peak_allocated_mb": pm.report.cuda_peak_allocated_mb,
             "wer": w["wer"], "wer_offline": wo["wer"], "wer_detail": w, "wer_offline_detail": wo,
-            "wer_committed_detail": wc, "wer_by_kind": by_kind, "utt_scores": utt_scores,
+            "wer_committed_detail": wc, "wer_by_kind": by_kind, "stream_scores": scores,
             "utterances_scored": len(rows),
             "excluded_streams": scored["excluded_streams"],
             "throughput_audio_s_per_s": stats["audio_s"] / raw["wall_s"] if raw["wall_s"] else None,

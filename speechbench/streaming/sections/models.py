@@ -67,18 +67,20 @@ class ModelSections:
                                if model.frame_ms is None else c.endpoint, "levels_planned": levels}
         self.results.setdefault("models", {})[spec] = rec
         try:
-            single = c.compare_single_stream_s if redecodes and c.compare_single_stream_s > 0 else None
+            single = c.model_single_stream_s.get(name)
             self.sweep("sweep", levels, c.compare_duration_s, stop_at_failure=True, store=rec, single_stream_s=single)
             self.search_capacity(f"{spec}", "sweep", c.compare_duration_s, c.compare_bisect_steps, store=rec)
-            if model.batching == "batched":
-                # 1 stream is the batched sweep's 1-stream level again (max batch does not matter then)
-                per = c.model_baseline_streams.get(name) or [n for n in levels if n > 1]
+            # 1 stream is the batched sweep's 1-stream level again (max batch does not matter then)
+            per = c.model_baseline_streams.get(name, [n for n in levels if n > 1])
+            if model.batching == "batched" and per:
                 self.sweep("baseline", per, c.compare_duration_s, stop_at_failure=True, store=rec, **self.PER_STREAM)
                 self.search_capacity(f"{spec} per stream", "baseline", c.compare_duration_s, c.compare_bisect_steps,
                                      store=rec, **self.PER_STREAM)
-            if (name.startswith("moonshine") and model.batching == "batched" and c.frontier_chunks
-                    and not any(k.startswith("moonshine") and v.get("frontier")
-                                for k, v in self.results["models"].items())):
+            first_moonshine = (name.startswith("moonshine") and model.batching == "batched" and not any(
+                k.startswith("moonshine") and v.get("summary") for k, v in self.results["models"].items()))
+            if first_moonshine and c.continuous_streams and any(u.source == "continuous" for u in self.pool):
+                rec["continuous"] = self.measure_continuous()
+            if first_moonshine and c.frontier_chunks:
                 rec["frontier"] = self.measure_frontier(chunk, rec)
             rec["offline_utterances"] = len(self.offline_hyp)
             if hasattr(model, "revised_finals"):  # finals that replaced words partials had committed
@@ -91,6 +93,21 @@ class ModelSections:
             self.serving, self.offline_hyp, self.offline_fn, self.latency_bound_ms, self.kinds_mode = saved
         return rec
 
+    def measure_continuous(self) -> dict[str, Any]:
+        """Streams that all replay the continuous reading (no pause long enough for an endpoint), for long
+        enough to finish it: the utterance cap's cuts, scored (a normal level is shorter than the reading)."""
+        c = self.cfg
+        longest = max(len(u.audio) for u in self.pool if u.source == "continuous") / 16000
+        saved = self.kinds_mode
+        self.kinds_mode = "continuous"
+        try:
+            r = self.run_level(c.continuous_streams, longest + 8.0, "continuous speech")
+        finally:
+            self.kinds_mode = saved
+        log.info("continuous speech, %d streams: p95 %s ms, sustained %s, WER %s (offline %s)", c.continuous_streams,
+                 fixed(r["chunk_latency_ms_p95"]), r["sustained"], fixed(r["wer"], 3), fixed(r["wer_offline"], 3))
+        return r
+
     def measure_frontier(self, own_chunk: int, rec: dict[str, Any]) -> list[dict[str, Any]]:
         """Update interval against sustained streams and first-partial latency: for each interval of
         ``frontier_chunks`` (and the model's own, from its sweep), the frontier levels in order until one is
@@ -98,15 +115,16 @@ class ModelSections:
         c = self.cfg
         out = []
         own = [r for r in rec.get("sweep") or [] if r["streams"] > 1]
+        below = [n for n in c.frontier_streams if not own or n < own[0]["streams"]]
         for ms in sorted(set(c.frontier_chunks) | {own_chunk}):
-            if ms == own_chunk:
-                runs = own
-            else:
-                runs = []
+            # the model's own interval: its sweep, after the frontier levels below the sweep's
+            levels = below if ms == own_chunk else c.frontier_streams
+            runs = []
+            if levels:
                 saved = self.latency_bound_ms
                 self.latency_bound_ms = ms + c.redecode_bound_ms
                 try:
-                    for n in c.frontier_streams:
+                    for n in levels:
                         r = self.run_level(n, c.compare_duration_s, f"frontier {ms} ms", model_chunk_ms=ms)
                         runs.append(r)
                         log.info("frontier %d ms %3d streams: p95 %s ms (bound %.0f), sustained %s", ms, n,
@@ -115,6 +133,8 @@ class ModelSections:
                             break
                 finally:
                     self.latency_bound_ms = saved
+            if ms == own_chunk and (not runs or runs[-1]["sustained"]):
+                runs += own
             held = [r["streams"] for r in runs if r["sustained"]]
             first = runs[0] if runs else {}
             out.append({"chunk_ms": ms, "latency_bound_ms": ms + c.redecode_bound_ms, "own": ms == own_chunk,
@@ -146,7 +166,8 @@ class ModelSections:
                "coarse_max_sustained_streams": self.max_sustained(sweep),
                "levels_tested": [r["streams"] for r in sweep],
                "peak_memory_mb": max((r["peak_memory_mb"] for r in sweep if r.get("peak_memory_mb")), default=None)}
-        row.update(pooled_wer(sustained))
+        # WER pooled over every sustained run at the model's own settings (the same recognizer, the same pool)
+        row.update(pooled_wer([r for r in _all_runs(rec) if r.get("sustained")] or sustained))
         if one:
             step = one.get("step_ms") or {}
             chunk = one.get("model_chunk_ms") or 1
@@ -170,10 +191,14 @@ class ModelSections:
             # share of it (the rest is the headroom the latency bound needs)
             row["compute_ceiling_streams"] = 1000.0 / per
             row["capacity_share_of_ceiling"] = row["max_sustained_streams"] / row["compute_ceiling_streams"]
-        src = by_source(sustained)
+        # accuracy by source over every sustained run of the model (sweep, capacity search, per-stream
+        # baseline, frontier): the same recognizer on the same pool, so more words, the same quantity
+        every = [r for r in _all_runs(rec) if r.get("sustained")]
+        src = by_source(every)
         if src:
             row["wer_by_source"] = src
-        committed = [r["wer_committed_detail"] for r in sustained if r.get("wer_committed_detail")]
+            row["wer_by_source_runs"] = len(every)
+        committed = [r["wer_committed_detail"] for r in every if r.get("wer_committed_detail")]
         if committed:
             words = sum(d["words"] for d in committed)
             row["wer_committed_at_endpoint"] = sum(
@@ -185,6 +210,17 @@ class ModelSections:
             row["frontier"] = [{k: f[k] for k in ("chunk_ms", "latency_bound_ms", "max_sustained_streams",
                                                   "top_level_held", "first_partial_ms_p95")} for f in rec["frontier"]]
         return row
+
+
+def _all_runs(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every load level a model ran at its own settings: its sweeps and the capacity searches' extra runs
+    (not the frontier's: other update intervals)."""
+    runs = list(rec.get("sweep") or []) + list(rec.get("baseline") or [])
+    for v in (rec.get("capacity") or {}).values():
+        runs += v.get("runs") or []
+    if rec.get("continuous"):
+        runs.append(rec["continuous"])
+    return runs
 
 
 def single_stream_targets(one: dict[str, Any]) -> dict[str, Any]:
