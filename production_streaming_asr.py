@@ -81,9 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
                    f"not sustained (default: per model, "
                    f"{'; '.join(k + ' ' + ' '.join(map(str, v)) for k, v in d.model_streams.items())}; others "
                    f"{' '.join(map(str, d.compare_streams))}; --quick: {' '.join(map(str, q.compare_streams))})")
-    g.add_argument("--compare-single-stream-s", type=float, default=None,
-                   help=f"a re-decoding model's 1-stream level runs this long, for its single-stream "
-                   f"percentiles (default: {d.compare_single_stream_s:g}; --quick: as its other levels)")
     g.add_argument("--frontier-chunks", type=int, nargs="*", default=None,
                    help=f"update intervals (ms) beside the model's own for the first batched Moonshine model's "
                    f"cadence frontier; none for no frontier (default: {' '.join(map(str, d.frontier_chunks))})")
