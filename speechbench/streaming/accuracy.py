@@ -71,7 +71,8 @@ def by_source(levels: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             e = np.array([r[col] for r in have], dtype=np.float64)
             w = np.array([r[1] for r in have], dtype=np.float64)
             row[f"wer_{key}"] = float(e.sum() / max(1.0, w.sum()))
-            row[f"wer_{key}_ci95"] = bootstrap_ci(e, w)
+            # one recording replayed by every stream: nothing to resample but the same errors
+            row[f"wer_{key}_ci95"] = bootstrap_ci(e, w) if row["distinct_utterances"] > 1 else None
         if "wer_final" in row and "wer_offline" in row:
             row["gap_points"] = 100 * (row["wer_final"] - row["wer_offline"])
         out[kind] = row

@@ -29,7 +29,10 @@ def lead_row(res: dict[str, Any]) -> dict[str, Any] | None:
     return first or max(rows, key=lambda r: r.get("max_sustained_streams") or 0)
 
 
-def _ci(ci: Any) -> str:
+def _ci(ci: Any, distinct: int | None = None) -> str:
+    """A 95% interval, or n/a (also when the streams replayed a single recording: no spread to resample)."""
+    if distinct is not None and distinct < 2:
+        return "n/a (one recording)"
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "n/a"
 
 
@@ -74,6 +77,7 @@ def capacity_history(res: dict[str, Any], model: str, limit: int = 6) -> list[di
     """``model``'s confirmed capacity in the last committed versions of the results file (newest first),
     this run's own first when it is not committed yet; [] without git."""
     out: list[dict[str, Any]] = []
+    current = next((r for r in (res.get("summary") or {}).get("models") or [] if r.get("model") == model), {})
     try:
         shas = subprocess.run(["git", "log", f"-{limit}", "--format=%H", "--", RESULTS], cwd=REPO, capture_output=True,
                               text=True, timeout=10, check=True).stdout.split()
@@ -86,7 +90,8 @@ def capacity_history(res: dict[str, Any], model: str, limit: int = 6) -> list[di
                                             text=True, timeout=10, check=True).stdout)
         except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
             continue
-        row = next((r for r in (old.get("summary") or {}).get("models") or [] if r.get("model") == model), None)
+        row = next((r for r in (old.get("summary") or {}).get("models") or [] if r.get("model") == model
+                    and _same_engine(r, current)), None)
         env = old.get("env") or {}
         key = (env.get("git_sha"), env.get("time_utc"))
         if row is None or row.get("failed") or key in seen or (old.get("summary") or {}).get("quick"):
@@ -104,6 +109,13 @@ def capacity_history(res: dict[str, Any], model: str, limit: int = 6) -> list[di
                            "lower_bound": row.get("capacity_is_lower_bound"), "cpu": env.get("device_name"),
                            "this_run": True})
     return out
+
+
+def _same_engine(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Rows of the same implementation: an older result's "moonshine-tiny" was Moonshine's native
+    per-stream API, a different engine under the same model name."""
+    kind = lambda r: str(r.get("engine", "")).split(" steps")[0]  # noqa: E731 - "batched" / "per-stream"
+    return kind(a) == kind(b)
 
 
 def real_speech_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[str]:
@@ -125,8 +137,10 @@ def real_speech_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> 
     L += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
     for r in rows:
         for kind, d in sorted((r.get("wer_by_source") or {}).items()):
-            L.append(f"| {r['model']} | {kind} | {_pct(d.get('wer_final'))} | {_ci(d.get('wer_final_ci95'))} | "
-                     f"{_pct(d.get('wer_offline'))} {_ci(d.get('wer_offline_ci95'))} | {_f(d.get('gap_points'), 1)} | "
+            n = d.get("distinct_utterances")
+            L.append(f"| {r['model']} | {kind} | {_pct(d.get('wer_final'))} | {_ci(d.get('wer_final_ci95'), n)} | "
+                     f"{_pct(d.get('wer_offline'))} {_ci(d.get('wer_offline_ci95'), n)} | "
+                     f"{_f(d.get('gap_points'), 1)} | "
                      f"{_pct(d.get('wer_committed'))} | {d.get('words')} | {d.get('distinct_utterances')} |")
     L += ["", "| model | finals revising committed words | single stream: first partial p95 / finalization "
           "after endpoint p95 / RTF (met?) | compute per stream-second at capacity | ceiling (busy 100%) | capacity "
