@@ -131,3 +131,19 @@ def test_the_batch_recognizer_splits_long_audio_at_pauses(clips):
 def test_audio_too_short_for_the_encoder_is_padded_not_an_error(batch):
     short = [np.zeros(n, np.float32) for n in (1, 300, 900)]
     assert [isinstance(t, list) for t in batch.decode(short + [np.zeros(0, np.float32)])] == [True] * 4
+
+
+def test_moonshine_base_is_a_part2_recognizer(clips):
+    pytest.importorskip("moonshine_cpp")
+    from speechbench.asr.registry import available_recognizers, load_recognizer
+    from speechbench.streaming.loadgen import wer_counts
+
+    assert available_recognizers()["moonshine-base"] is None
+    rec = load_recognizer("moonshine-base", threads=2)
+    try:
+        text = rec.transcribe([clips[0]])[0]
+        ref = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+        assert wer_counts([ref], [text])["wer"] <= 0.2
+        assert rec.info()["params"] > 50e6 and rec.batch.decoder_kind == "onnx"
+    finally:
+        rec.close()

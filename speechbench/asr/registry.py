@@ -1,9 +1,9 @@
 """Recognizer registry: names -> factories, so CLIs take ``--recognizers whisper-tiny.en pocketsphinx``.
 
 Built in (all offline, weights from installed packages): ``whisper-tiny.en``, ``whisper-base``
-(multilingual, decoded as English), ``moonshine-tiny``, ``pocketsphinx``, and ``whisper:<folder or hub id>``
-for any other CTranslate2 Whisper. The project's own CTC models register themselves with ``register_backend``
-from their own module (another issue), e.g.::
+(multilingual, decoded as English), ``moonshine-tiny``, ``moonshine-base``, ``pocketsphinx``, and
+``whisper:<folder or hub id>`` for any other CTranslate2 Whisper. The project's own CTC models register
+themselves with ``register_backend`` from their own module (another issue), e.g.::
 
     register_backend("ctc-small", lambda **kw: CTCRecognizer("models/ctc-small", **kw),
                      "character CTC, small", check=lambda: None if Path("models/ctc-small").exists()
@@ -146,6 +146,18 @@ def _moonshine_check() -> str | None:
     return check_available()
 
 
+def _moonshine_base(**options: Any) -> Recognizer:
+    from speechbench.asr.moonshine_batch import MoonshineBatchRecognizer
+
+    return MoonshineBatchRecognizer("moonshine-base", **options)
+
+
+def _moonshine_base_check() -> str | None:
+    from speechbench.asr.moonshine_onnx import check_available
+
+    return check_available("moonshine-base")
+
+
 def _pocketsphinx(**options: Any) -> Recognizer:
     from speechbench.asr.sphinx import PocketsphinxRecognizer
 
@@ -166,5 +178,8 @@ register_backend("whisper-base", _whisper_base,
 register_backend("moonshine-tiny", _moonshine,
                  "Useful Sensors Moonshine tiny (English) via moonshine-voice 0.0.73's own runtime, bundled weights",
                  _moonshine_check)
+register_backend("moonshine-base", _moonshine_base,
+                 "Useful Sensors Moonshine base (English) from moonshine-cpp 0.1.4's bundled .ort files, run in ONNX "
+                 "Runtime (greedy, KV cache; utterances of equal length batched)", _moonshine_base_check)
 register_backend("pocketsphinx", _pocketsphinx, "CMU pocketsphinx 5, bundled US English GMM-HMM + trigram LM",
                  _pocketsphinx_check)
