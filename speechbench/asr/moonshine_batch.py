@@ -157,6 +157,23 @@ class MoonshineBatch:
             texts += [self.tokenizer.decode(t) for t in self.decode(audios[k: k + max_batch])]
         return texts
 
+    def transcribe_whole(self, audios: Sequence[np.ndarray], max_s: float) -> list[str]:
+        """Each utterance decoded whole up to ``max_s``; a longer one is split at the quietest point near each
+        limit (``speech/pauses.py``) and its pieces' texts joined: the offline pass of Part 2's recognizer and
+        of the streaming model alike."""
+        from speechbench.speech.pauses import split_at_pauses
+
+        pieces: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, a in enumerate(audios):
+            for part in split_at_pauses(np.asarray(a, dtype=np.float32), int(max_s * 16000)):
+                pieces.append(part)
+                owner.append(i)
+        out = [""] * len(audios)
+        for i, t in zip(owner, self.transcribe(pieces), strict=True):
+            out[i] = f"{out[i]} {t}".strip()
+        return out
+
     def starts_word(self, token: int) -> bool:
         piece = self.tokenizer.pieces[token] if 0 <= token < len(self.tokenizer) else b""
         return piece.startswith("\u2581".encode())
@@ -190,16 +207,5 @@ class MoonshineBatchRecognizer(Recognizer):
                 "threads": self.batch.threads}
 
     def transcribe(self, batch: list[np.ndarray]) -> list[str]:
-        from speechbench.speech.pauses import split_at_pauses
-
-        pieces: list[np.ndarray] = []
-        owner: list[int] = []
-        for i, a in enumerate(batch):
-            for part in split_at_pauses(as_waveform(a), int(self.max_utterance_s * self.sample_rate)):
-                pieces.append(part)
-                owner.append(i)
-        out = [""] * len(batch)
-        for i, t in zip(owner, self.batch.transcribe(pieces), strict=True):
-            out[i] = f"{out[i]} {t}".strip()
-        return out
+        return self.batch.transcribe_whole([as_waveform(a) for a in batch], self.max_utterance_s)
 

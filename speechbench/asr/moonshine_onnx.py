@@ -18,10 +18,9 @@ statistics over the whole input, padding included, and tiny's ``encoder_attentio
 decoder's cross-attention (the export traced it away: padded frames change the logits by ~10 whatever the
 mask holds); base has no mask at all. And tiny's graph quantizes activations per tensor (uint8, one scale
 per batch), so even rows of equal length change each other's tokens (31 of 48 identical at batch 16); base
-runs float weights and batches equal lengths exactly. So ``decode_tokens`` groups inputs by exact length:
-exact for base, approximately so for tiny. The streaming engine serves tiny through its own decoder
-(``moonshine_torch.py``, masks that work, float activations) and runs this module's encoder one utterance
-per call, which is exact by construction (``moonshine_batch.py``).
+runs float weights and batches equal lengths exactly. So ``moonshine_batch.py`` runs this module's encoder
+one utterance per call (exact by construction), decodes base here in groups of equal encoder length, and
+decodes tiny through its own decoder (``moonshine_torch.py``: masks that work, float activations).
 
 Greedy decoding stops per row at the end token or at ``max_tokens_per_s`` x duration + 4 tokens, whichever
 comes first; finished rows leave the batch (their K/V rows are dropped) so a long row does not make the
@@ -39,7 +38,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,22 +120,6 @@ class Tokenizer:
         return raw.decode("utf-8", errors="replace").replace(WORD_START, " ").strip()
 
 
-@dataclass
-class DecodeStats:
-    """Work done by the calls since the last ``reset``: for per-stage timings and cost accounting."""
-
-    encoder_calls: int = 0
-    encoder_rows: int = 0
-    encoder_samples: int = 0
-    encoder_ms: float = 0.0
-    decoder_calls: int = 0
-    decoder_row_steps: int = 0
-    decoder_ms: float = 0.0
-
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
-
 class MoonshineOnnx:
     """One Moonshine model's encoder and merged decoder in ONNX Runtime, decoding equal-length batches."""
 
@@ -169,11 +151,8 @@ class MoonshineOnnx:
         shape = dec_in["past_key_values.0.decoder.key"].shape
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
         self.output_names = [o.name for o in self.decoder.get_outputs()]
-        self.stats = DecodeStats()
         self._cross = [f"past_key_values.{i}.encoder.{kv}" for i in range(self.layers) for kv in ("key", "value")]
         self._self = [f"past_key_values.{i}.decoder.{kv}" for i in range(self.layers) for kv in ("key", "value")]
-
-    # -- one equal-length batch -----------------------------------------------------------------------------
 
     def max_tokens(self, samples: int, sample_rate: int = 16000) -> int:
         return max(1, math.ceil(samples / sample_rate * self.max_tokens_per_s)) + 4
@@ -189,23 +168,15 @@ class MoonshineOnnx:
 
     def encode(self, audio: np.ndarray, session: Any = None) -> np.ndarray:
         """(B, N) float32 audio, every row real audio (no padding) -> (B, frames, dim)."""
-        t0 = time.perf_counter()
         feeds = {"input_values": np.ascontiguousarray(audio, dtype=np.float32)}
         if self.encoder_mask:
             feeds["attention_mask"] = np.ones(audio.shape, dtype=np.int64)
-        hidden = (session or self.encoder).run(None, feeds)[0]
-        st = self.stats
-        st.encoder_calls += 1
-        st.encoder_rows += audio.shape[0]
-        st.encoder_samples += audio.size
-        st.encoder_ms += 1e3 * (time.perf_counter() - t0)
-        return hidden
+        return (session or self.encoder).run(None, feeds)[0]
 
     def generate(self, hidden: np.ndarray, samples: int, max_tokens: int) -> list[list[int]]:
         """Greedy decoding of a batch of encoder outputs of ``samples`` of audio each (equal lengths); one
         token list per row, without the start and end tokens. A row leaves the batch at its end token or
         after ``max_tokens`` tokens."""
-        t0 = time.perf_counter()
         b = hidden.shape[0]
         out: list[list[int]] = [[] for _ in range(b)]
         alive = np.arange(b)
@@ -217,12 +188,9 @@ class MoonshineOnnx:
             # per audio sample, like the encoder's (the graph derives the frame mask from it)
             feeds["encoder_attention_mask"] = np.ones((b, samples), dtype=np.int64)
         first = True
-        calls = row_steps = 0
         while True:
             feeds["use_cache_branch"] = np.array([not first])
             res = dict(zip(self.output_names, self.decoder.run(self.output_names, feeds), strict=True))
-            calls += 1
-            row_steps += len(alive)
             nxt = res["logits"][:, -1].argmax(-1)
             keep = []
             for j, r in enumerate(alive.tolist()):
@@ -248,33 +216,4 @@ class MoonshineOnnx:
                     feeds["encoder_attention_mask"] = feeds["encoder_attention_mask"][rows]
             feeds["input_ids"] = nxt[rows].reshape(-1, 1).astype(np.int64)
             first = False
-        st = self.stats
-        st.decoder_calls += calls
-        st.decoder_row_steps += row_steps
-        st.decoder_ms += 1e3 * (time.perf_counter() - t0)
         return out
-
-    def decode_equal(self, audio: np.ndarray) -> list[list[int]]:
-        """Token ids of each row of (B, N) audio (equal lengths: nothing is padded)."""
-        if audio.shape[1] == 0:
-            return [[] for _ in range(audio.shape[0])]
-        return self.generate(self.encode(audio), audio.shape[1], self.max_tokens(audio.shape[1]))
-
-    # -- any lengths ----------------------------------------------------------------------------------------
-
-    def decode_tokens(self, audios: Sequence[np.ndarray], max_batch: int = 64) -> list[list[int]]:
-        """Token ids per utterance: inputs of the same length decode together, in batches of at most
-        ``max_batch`` (exact: an utterance's tokens do not depend on its batch)."""
-        groups: dict[int, list[int]] = {}
-        for i, a in enumerate(audios):
-            groups.setdefault(len(a), []).append(i)
-        out: list[list[int]] = [[] for _ in audios]
-        for idx in groups.values():
-            for k in range(0, len(idx), max_batch):
-                part = idx[k: k + max_batch]
-                for i, toks in zip(part, self.decode_equal(np.stack([audios[i] for i in part])), strict=True):
-                    out[i] = toks
-        return out
-
-    def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
-        return [self.tokenizer.decode(t) for t in self.decode_tokens(audios)]

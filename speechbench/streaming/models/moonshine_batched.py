@@ -137,9 +137,6 @@ class MoonshineRedecode(StreamingModel):
     def text(self, slot: int) -> str:
         return self.texts[slot]
 
-    def committed(self, slot: int) -> str:
-        return self.batch.tokenizer.decode(self.la[slot].committed)
-
     # -- one step -------------------------------------------------------------------------------------------
 
     def step(self, slots: np.ndarray, audio: np.ndarray, final: np.ndarray,

@@ -132,21 +132,12 @@ OFFLINE_MAX_S = 30.0  # Moonshine's offline pass decodes an utterance whole up t
 
 
 def load_moonshine(which: str, options: dict[str, Any], threads: int | None) -> LoadedModel:
-    from speechbench.speech.pauses import split_at_pauses
     from speechbench.streaming.models.moonshine_batched import MoonshineRedecode
 
     model = MoonshineRedecode(which, **{"threads": threads, **options})
 
     def offline(waves: list[np.ndarray]) -> list[str]:
-        pieces, owner = [], []
-        for i, w in enumerate(waves):
-            for part in split_at_pauses(np.asarray(w, dtype=np.float32), int(OFFLINE_MAX_S * model.sample_rate)):
-                pieces.append(part)
-                owner.append(i)
-        out = [""] * len(waves)
-        for i, text in zip(owner, model.batch.transcribe(pieces), strict=True):
-            out[i] = f"{out[i]} {text}".strip()
-        return out
+        return model.batch.transcribe_whole(waves, OFFLINE_MAX_S)
 
     info = {"name": model.name, "params": model.params, "precision": model.precision, "backend": model.backend,
             "path": str(model.batch.path), "options": model.options()}
