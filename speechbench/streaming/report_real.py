@@ -97,9 +97,11 @@ def capacity_history(res: dict[str, Any], model: str, limit: int = 6) -> list[di
         if row is None or row.get("failed") or key in seen or (old.get("summary") or {}).get("quick"):
             continue
         seen.add(key)
+        # the file being rendered, once committed, is still "this run": a re-render gives the same page
+        mine = key == ((res.get("env") or {}).get("git_sha"), (res.get("env") or {}).get("time_utc"))
         out.append({"commit": (env.get("git_sha") or "")[:10], "time": env.get("time_utc"),
                     "streams": row.get("max_sustained_streams"), "lower_bound": row.get("capacity_is_lower_bound"),
-                    "cpu": env.get("device_name")})
+                    "cpu": env.get("device_name"), **({"this_run": True} if mine else {})})
     env = res.get("env") or {}
     if (env.get("git_sha"), env.get("time_utc")) not in seen:
         row = next((r for r in (res.get("summary") or {}).get("models") or [] if r.get("model") == model), None)
