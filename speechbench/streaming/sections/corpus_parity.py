@@ -50,16 +50,14 @@ class CorpusParitySections:
             audio = load_audio(u.audio_path or u.audio_filepath).astype(np.float32)
             on, off = speech_bounds(audio)
             self.pool.append(UttAudio(u.id, u.text, audio, on, off, u.dialect))
-        for u in self.pool:
-            u.source = "synthetic"
+        synth = list(self.pool)  # UttAudio's source defaults to "synthetic"
         real = self.add_real_speech()
-        dur = [len(u.audio) / 16000 for u in self.pool if u.source == "synthetic"]
+        dur = [len(u.audio) / 16000 for u in synth]
         return {"manifest": str(manifest), "manifest_failures": len(res.failures), "pool_utterances": len(dur),
                 "real_speech": real,
-                "pool_audio_s": float(sum(dur)), "pool_accents": sorted({u.dialect for u in self.synthetic_pool}),
+                "pool_audio_s": float(sum(dur)), "pool_accents": sorted({u.dialect for u in synth}),
                 "utterance_s_mean": float(np.mean(dur)),
-                "speech_s_mean": float(np.mean([(u.offset - u.onset) / 16000 for u in self.pool
-                                                if u.source == "synthetic"])),
+                "speech_s_mean": float(np.mean([(u.offset - u.onset) / 16000 for u in synth])),
                 "reference_timing": "speech onset/end per utterance from 10 ms frame energy of the clean audio "
                                     "(> max(-45 dBFS, peak - 40 dB))"}
 
