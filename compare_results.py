@@ -3,8 +3,8 @@
     uv run compare_results.py BASE.json NEW.json [--wer-tolerance 0.005] [--latency-tolerance 0.10]
                               [--alpha 0.05] [--intersection] [--output report.md]
 
-Reads any of the suite's result files (Part 2 ASR evaluation, results/asr_evaluation_results.json or
-asr_recorded_speech.json; Part 1 TTS, results/tts_benchmarks.json; Part 3 streaming,
+Reads any of the suite's result files (Part 2 ASR evaluation, results/asr_evaluation_results.json or any
+run of comprehensive_asr_evaluation.py; Part 1 TTS, results/tts_benchmarks.json; Part 3 streaming,
 results/streaming_performance.json), recognises the schema and compares:
 
 * ASR: WER per model and per dialect, paired on the utterances both runs scored (Wilcoxon signed-rank on

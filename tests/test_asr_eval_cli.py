@@ -44,13 +44,22 @@ def test_quick_json_fields(quick_run):
     if "ctc-small" not in evaluated:  # untrained here: recorded with the reason, the others ran
         assert "no checkpoint" in s["models_unavailable"]["ctc-small"]
     n_utts = res["dataset"]["utterances_evaluated"]
-    assert n_utts == 12  # 2 sentences x 3 voices x 2 conditions
+    # 2 sentences x 3 voices x 2 conditions, and the 2 real recordings moonshine-voice bundles (--quick)
+    assert n_utts == 14
+    sources = res["dataset"]["sources"]
+    assert sources["synthetic"]["utterances"] == 12 and sources["real"]["utterances"] == 2
+    assert sources["real"]["words"] == sum(r["ref_words"] for r in res["utterances"]
+                                           if r["model"] == "whisper-tiny.en-int8" and r["source"] == "real")
     for m in evaluated:
         row = s["models"][m]
         for k in ("wer", "wer_ci95", "cer", "rtf", "latency_ms_p95", "peak_memory_mb", "params"):
             assert k in row, (m, k)
         assert row["wer_ci95"][0] <= row["wer"] <= row["wer_ci95"][1]
         assert row["rtf"] > 0 and row["latency_ms_p95"] > 0 and row["peak_memory_mb"] > 50
+        # each set apart; the per-dialect rows are the accents only (the real set is one "dialect": people)
+        assert set(s["per_source"][m]) == {"synthetic", "real"} and s["per_source"][m]["real"]["n"] == 2
+        assert set(s["real_speech"][m]["per_speaker"]) == {"moonshine-voice-two_cities", "moonshine-voice-beckett"}
+        assert "real" not in s["per_dialect"][m]
         for d, cell in s["per_dialect"][m].items():
             assert {"wer", "wer_ci95", "n"} <= set(cell) and cell["n"] == 4, d
             assert cell["wer_ci95_method"] == "sentence-block" and cell["wer_ci95"] == cell["wer_ci95_sentence"]
@@ -72,7 +81,13 @@ def test_quick_json_fields(quick_run):
     assert {x["test"] for x in sig} == {"mapsswe", "wilcoxon", "sign", "paired_t", "mcnemar"}
     for x in sig:
         assert {"test", "p_value", "p_holm", "n_sentences", "significant"} <= set(x["sentence_level"])
-        assert x["sentence_level"]["n_sentences"] == 2
+        assert x["sentence_level"]["n_sentences"] == 4  # 2 corpus sentences + 2 recordings' texts
+    # what each family could detect: the sentence-level Wilcoxon on 4 sentences cannot reject (2/16 x 3 pairs)
+    fam = {(f["family"], f["test"]): f for f in res["significance"]["families"]}
+    assert fam[("model pairs, sentence level", "wilcoxon")] == {
+        "family": "model pairs, sentence level", "test": "wilcoxon", "unit": "sentences", "units": 4,
+        "hypotheses": 3, "min_p": 2 / 16, "min_p_holm": 3 * 2 / 16, "can_reject": False}
+    assert set(res["significance"]["by_source"]) == {"synthetic", "real"}
     adv = res["advice"]
     assert adv["recommended"] and adv["lowest_wer_model"] and adv["lowest_wer_model"] in adv["recommended_reason"]
     assert res["significance"]["dialects"] and res["analysis"]["models"] and res["advice"]["pareto_front"]
@@ -112,7 +127,8 @@ def test_report_trn_and_report_only(quick_run):
     assert f"{100 * res['summary']['models'][best]['wer']:.1f}%" in report
     assert res["advice"]["recommended_reason"] in report and "two-way (sentence x speaker)" in report
     assert "sentence-level Wilcoxon" in report and "RTF median [min, max]" in report
-    for name in ("wer_by_dialect", "wer_vs_rtf", "sdi", "significance"):
+    assert "## Real human speech" in report and "What each test family can detect" in report
+    for name in ("wer_by_dialect", "wer_vs_rtf", "sdi", "significance", "real_vs_synthetic"):
         assert (out / "docs" / "figures" / f"asr_{name}.png").exists(), name
     trn = Path(res["trn"]["dir"])
     assert trn == out / "asr_trn"

@@ -326,3 +326,47 @@ def test_pareto_uses_the_median_rtf_of_the_timing_passes():
               "b": {"wer": 0.2, "rtf": 0.3, "rtf_median": 0.4, "peak_memory_mb": 500}}
     assert pareto_front(models) == ["a"]
     assert pareto_front({m: {k: v for k, v in s.items() if k != "rtf_median"} for m, s in models.items()}) == ["a", "b"]
+
+
+def test_paired_difference_interval_resamples_like_the_headline():
+    """On a crossed design the CI of a WER difference is two-way, as the headline interval is: with a
+    speaker effect on the difference, resampling one factor only would leave that variance out."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 4, (8, 6))
+    worse = base + (np.arange(6) % 2)[None, :] * rng.integers(0, 3, (8, 6))  # worse for half the speakers
+    sig = significance_between_models({"A": _crossed_recs("A", base), "B": _crossed_recs("B", worse)}, 1000, 0)
+    pair = sig["pairs"][0]
+    assert pair["bootstrap_method"] == stats.TWO_WAY
+    e_a, e_b = base.ravel().astype(float), worse.ravel().astype(float)
+    sent = [s for s in range(8) for _ in range(6)]
+    spk = [v for _ in range(8) for v in range(6)]
+    tw = stats.paired_bootstrap(e_a, e_b, np.full(48, 10.0), 1000, 0, two_way=(sent, spk))
+    utt = stats.paired_bootstrap(e_a, e_b, np.full(48, 10.0), 1000, 0)
+    assert pair["wer_diff_ci95"] == pytest.approx(tw["diff_ci95"])
+    assert tw["diff_ci95"][1] - tw["diff_ci95"][0] > utt["diff_ci95"][1] - utt["diff_ci95"][0]
+
+
+def test_smallest_reachable_p_and_family_reach():
+    assert stats.min_p_signed_rank(8) == 2 / 256 and stats.min_p_binomial(5) == 2 / 32
+    # the exact floor is what scipy's exact signed-rank test gives when all 8 differences share a sign
+    assert stats.min_p_signed_rank(8) == pytest.approx(sps.wilcoxon(np.arange(1, 9), method="exact").pvalue)
+    assert stats.min_p_signed_rank(60) == pytest.approx(
+        sps.wilcoxon(np.arange(1, 61), method="asymptotic", correction=False).pvalue, rel=1e-6)
+    # issue 29: 36 model pairs, 8 sentences: the sentence-level family could never reject
+    f = stats.family_reach("model pairs, sentence level", "wilcoxon", "sentences", 8, 36,
+                           stats.min_p_signed_rank(8), 0.05)
+    assert f["min_p_holm"] == pytest.approx(0.28125) and not f["can_reject"]
+    f = stats.family_reach("dialect pairs", "wilcoxon", "blocks", 11, 36, stats.min_p_signed_rank(11), 0.05)
+    assert f["min_p_holm"] == pytest.approx(36 * 2 / 2048) and f["can_reject"]
+    # Friedman: W = 1 on n blocks of k treatments gives chi2 = n (k - 1)
+    m = np.tile(np.arange(4.0), (5, 1))
+    assert stats.min_p_friedman(5, 4) == pytest.approx(stats.friedman(m)["p_value"])
+
+
+def test_dialect_records_keep_the_sets_that_compare_dialects():
+    from speechbench.asr_eval.analysis import dialect_records
+
+    accents = [dict(_rec("m", d, s, 1), source="synthetic") for d in ("a", "b") for s in range(3)]
+    people = [dict(_rec("m", "real", f"r{k}", 2), source="real") for k in range(4)]
+    assert dialect_records(accents + people) == accents
+    assert dialect_records(people) == people  # no set compares dialects: everything

@@ -1,23 +1,28 @@
 """Advice derived from the measured numbers: nothing here is written ahead of a run.
 
 * Which model per dialect, under a latency budget (p95 per utterance) and a memory budget (peak RSS):
-  the lowest WER among models within budget; when the runner-up is not significantly worse on that
-  dialect (Wilcoxon signed-rank on the dialect's utterances, p >= alpha), its WER lies inside the best
-  one's 95% CI there, and it is cheaper, the runner-up is named instead.
+  the lowest WER among models within budget, unless a cheaper model is non-inferior there: the upper end
+  of the 95% CI of its WER difference (paired bootstrap over the dialect's sentences) is within the
+  margin (``--margin``, default 1 point). "Not significantly worse" is not "as good": on a small test set
+  every model passes a significance test.
   Budgets are the user's (flags; none by default); the budget ladders answer for every budget at once:
   at each measured p95 latency (or peak memory) level, the best model overall and per dialect.
 * A dynamic selection strategy: route each dialect to its chosen model (a dialect / accent ID or the
-  user's locale picks the route) and use the best single model for unknown dialects; its expected WER
-  and RTF are computed from the same records and compared with one model for everything.
-* The recommended single model: the lowest-WER eligible model is the reference; every eligible model the
-  primary paired test (Holm-corrected over the model pairs) does not find significantly worse than it is a
-  candidate, and the cheapest candidate (median RTF, then p95 latency, then peak memory) is recommended,
-  with the reason. A WER lead the test cannot tell from noise does not buy a more expensive model; on fewer
-  than ``MIN_TEST_UTTERANCES`` utterances (a spot check) no test could, and the lowest WER decides.
+  user's locale picks the route) and use the best single model for unknown dialects. Its gain is
+  estimated on held-out sentences: routes chosen on half of the sentences are scored on the other half,
+  both ways (choosing and scoring on the same utterances flatters routing). The in-sample figure is kept.
+* The recommended single model, on real speech when the run has a real-speech set (people first), else on
+  every utterance: the lowest-WER eligible model is the reference; a model is a candidate when the 95% CI
+  of its WER difference from the reference (paired bootstrap, the headline interval's resampling) lies
+  below the non-inferiority margin, and the cheapest candidate (median RTF, then p95 latency, then peak
+  memory) is recommended, with the reason; otherwise the reference. On fewer than
+  ``MIN_TEST_UTTERANCES`` utterances (a spot check) the lowest WER decides.
 * The Pareto front over (WER, RTF, peak memory): models no other model beats on all three. RTF here (and
   in every cost comparison) is the median of the repeated timing passes when they ran.
-* The worst dialect of the recommended model, with suggestions that follow from its numbers (error
-  type mix, a model that does significantly better there, the own models' in-domain gap).
+* The worst dialect of the recommended model, only when it is separated from the next worst (their
+  pairwise Wilcoxon over sentences, Holm over the dialect pairs, p < alpha); otherwise the tied group is
+  named. With suggestions that follow from its numbers (error type mix, a model that does significantly
+  better there, the own models' in-domain gap).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 from speechbench.asr_eval import stats
 from speechbench.asr_eval.analysis import PairingError, group_by, paired_arrays, speed_rtf
+from speechbench.asr_eval.config import DEFAULT_MARGIN
+from speechbench.asr_eval.dialect_choice import _cost, best_per_dialect, routing, routing_heldout
 
 # Below this many utterances the recommendation does not lean on significance tests (see ``recommend``).
 MIN_TEST_UTTERANCES = 20
@@ -79,75 +86,30 @@ def _dialect_test(recs_a: list[dict], recs_b: list[dict]) -> float | None:
     return stats.wilcoxon([r["errors"] for r in a], [r["errors"] for r in b])["p_value"]
 
 
-def _cost(s: dict[str, Any]) -> tuple[float, float, float]:
-    """What "cheaper" means everywhere in the advice: median RTF (compute per second of audio, the cost
-    that scales with traffic), then p95 latency, then peak memory; a missing figure counts as infinite."""
-    return tuple(v if _ok(v) else float("inf")  # type: ignore[return-value]
-                 for v in (speed_rtf(s), s.get("latency_ms_p95"), s.get("peak_memory_mb")))
-
-
-def best_per_dialect(by_model: dict[str, list[dict]], summary: dict[str, Any], eligible: list[str],
-                     alpha: float = 0.05) -> dict[str, dict[str, Any]]:
-    per_dialect = summary["per_dialect"]
-    models = summary["models"]
-    dialects = sorted({d for m in eligible for d in per_dialect.get(m, {})})
-    out: dict[str, dict[str, Any]] = {}
-    for d in dialects:
-        ranked = sorted((m for m in eligible if per_dialect.get(m, {}).get(d, {}).get("wer") is not None),
-                        key=lambda m: (per_dialect[m][d]["wer"], _cost(models[m])))
-        if not ranked:
-            continue
-        best = ranked[0]
-        row: dict[str, Any] = {"best": best, "wer": per_dialect[best][d]["wer"],
-                               "wer_ci95": per_dialect[best][d].get("wer_ci95"), "choice": best,
-                               "reason": "lowest WER"}
-        if len(ranked) > 1:
-            second = ranked[1]
-            ra = [r for r in by_model[best] if r["dialect"] == d]
-            rb = [r for r in by_model[second] if r["dialect"] == d]
-            p = _dialect_test(ra, rb)
-            row.update({"runner_up": second, "runner_up_wer": per_dialect[second][d]["wer"], "p_value": p})
-            hi = (per_dialect[best][d].get("wer_ci95") or [None, None])[1]
-            within_ci = hi is not None and per_dialect[second][d]["wer"] <= hi
-            if p is not None and p >= alpha and within_ci and _cost(models[second]) < _cost(models[best]):
-                row["choice"] = second
-                row["reason"] = (f"{second} is not significantly worse than {best} here (Wilcoxon p = {p:.2g}, "
-                                 f"its WER inside {best}'s 95% CI) and is cheaper (median RTF, p95 latency, "
-                                 "memory)")
-        out[d] = row
-    return out
-
-
-def routing(by_model: dict[str, list[dict]], choice: dict[str, str], fallback: str) -> dict[str, Any]:
-    """Expected WER and RTF when each dialect goes to its chosen model (pooled over the same utterances)."""
-    err = words = audio = compute = 0.0
-    for d, m in choice.items():
-        for r in by_model[m]:
-            if r["dialect"] == d:
-                err += r["errors"]
-                words += r["ref_words"]
-                audio += r["duration_s"]
-                compute += r["latency_s"]
-    single = by_model[fallback]
-    s_err, s_words = sum(r["errors"] for r in single), sum(r["ref_words"] for r in single)
-    s_rtf = sum(r["latency_s"] for r in single) / max(1e-12, sum(r["duration_s"] for r in single))
-    return {
-        "routes": choice, "fallback_for_unknown_dialect": fallback,
-        "models_used": sorted(set(choice.values())),
-        "wer": err / words if words else None, "rtf": compute / audio if audio else None,
-        "single_model": fallback, "single_model_wer": s_err / s_words if s_words else None,
-        "single_model_rtf": s_rtf,
-    }
-
-
 def worst_dialect_notes(model: str, by_model: dict[str, list[dict]], summary: dict[str, Any],
                         significance_dialect: dict[str, Any], gaps: dict[str, Any], own: set[str],
                         eligible: list[str], alpha: float = 0.05) -> dict[str, Any] | None:
     pd = summary["per_dialect"].get(model) or {}
     if len(pd) < 2:
         return None
-    worst = max(pd, key=lambda d: pd[d]["wer"] if pd[d]["wer"] is not None else -1)
+    order = sorted(pd, key=lambda d: -(pd[d]["wer"] if pd[d]["wer"] is not None else -1))
+    worst = order[0]
     best = min((d for d in pd if d != worst), key=lambda d: pd[d]["wer"] if pd[d]["wer"] is not None else 2)
+    # named only when separated from the next worst: a WER lead within the noise is not "the worst dialect"
+    pairwise = {frozenset((p["a"], p["b"])): p for p in ((significance_dialect or {}).get(model) or {}).get(
+        "pairwise") or []}
+    tied = [d for d in order[1:] if not (pairwise.get(frozenset((worst, d))) or {}).get("significant")]
+    if order[1] in tied:
+        p_next = (pairwise.get(frozenset((worst, order[1]))) or {}).get("p_holm")
+        group = [worst] + tied
+        return {"model": model, "dialect": None, "tied": group, "wer": pd[worst]["wer"], "separated": False,
+                "p_holm_next": p_next,
+                "notes": [f"No single worst dialect for {model}: {worst} has the highest WER "
+                          f"({100 * pd[worst]['wer']:.1f}%) but is not separated from {order[1]} "
+                          f"({100 * pd[order[1]]['wer']:.1f}%; Wilcoxon over sentences, Holm p = "
+                          + (f"{p_next:.2g}" if p_next is not None else "n/a") + f" >= {alpha:g}). Not separated "
+                          f"from {worst} either: {', '.join(tied)}; dialects significantly better than it: "
+                          f"{', '.join(d for d in order[1:] if d not in tied) or 'none'}."]}
     w = pd[worst]
     errs = max(1, w["sub"] + w["del"] + w["ins"])
     mix = {"substitutions": w["sub"] / errs, "deletions": w["del"] / errs, "insertions": w["ins"] / errs}
@@ -193,7 +155,8 @@ def worst_dialect_notes(model: str, by_model: dict[str, list[dict]], summary: di
         others = len(sig["dialects"]) - 1
         notes.append(f"{worst} differs significantly (Wilcoxon, Holm) from {n_sig} of the {others} other dialects "
                      f"for {model}.")
-    return {"model": model, "dialect": worst, "wer": w["wer"], "error_mix": mix, "notes": notes}
+    return {"model": model, "dialect": worst, "wer": w["wer"], "error_mix": mix, "notes": notes, "separated": True,
+            "p_holm_next": (pairwise.get(frozenset((worst, order[1]))) or {}).get("p_holm")}
 
 
 def budget_ladder(by_model: dict[str, list[dict]], summary: dict[str, Any], key: str = "latency_ms_p95"
@@ -230,14 +193,29 @@ def budget_ladder(by_model: dict[str, list[dict]], summary: dict[str, Any], key:
     return out
 
 
-def _primary_p_holm(significance: dict[str, Any], a: str, b: str) -> float | None:
-    """The Holm-corrected p of the primary test for the pair {a, b}; None when the pair was not tested
-    (refused, or the significance section did not run) or the test gave no p-value."""
-    primary = significance.get("primary_test")
-    for row in significance.get("models") or []:
-        if row.get("test") == primary and {row.get("a"), row.get("b")} == {a, b}:
-            return row.get("p_holm")
-    return None
+def _pair(significance: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
+    """The paired comparison of {a, b} in ``significance["pairs"]`` (None when the pair was not tested)."""
+    return next((p for p in significance.get("pairs") or [] if {p.get("a"), p.get("b")} == {a, b}), None)
+
+
+def _diff_vs(pair: dict[str, Any], m: str) -> list[float | None]:
+    """The 95% CI of WER(m) - WER(other) from a pair whose interval is for WER(a) - WER(b)."""
+    lo, hi = pair.get("wer_diff_ci95") or [None, None]
+    if pair["a"] == m or lo is None or hi is None:
+        return [lo, hi]
+    return [-hi, -lo]
+
+
+def primary_scope(summary: dict[str, Any], significance: dict[str, Any], eligible: list[str]
+                  ) -> tuple[str, dict[str, dict[str, Any]], dict[str, Any]]:
+    """What the recommendation rests on: (scope, WER rows per model, its significance section). Real speech
+    when the run scored a real-speech set of at least MIN_TEST_UTTERANCES utterances (people first; the
+    synthetic accents drive the per-dialect advice); otherwise every utterance."""
+    ps = summary.get("per_source") or {}
+    real_sig = (significance.get("by_source") or {}).get("real")
+    if real_sig and all(((ps.get(m) or {}).get("real") or {}).get("n", 0) >= MIN_TEST_UTTERANCES for m in eligible):
+        return "real", {m: ps[m]["real"] for m in eligible}, real_sig
+    return "all", {m: summary["models"][m] for m in eligible}, significance
 
 
 def _rtf_text(s: dict[str, Any]) -> str:
@@ -247,66 +225,85 @@ def _rtf_text(s: dict[str, Any]) -> str:
 
 
 def recommend(models: dict[str, dict[str, Any]], eligible: list[str], significance: dict[str, Any],
-              alpha: float = 0.05) -> dict[str, Any]:
-    """The cheapest eligible model that is not significantly worse than the lowest-WER eligible one.
+              alpha: float = 0.05, margin: float = DEFAULT_MARGIN, scope_rows: dict[str, dict[str, Any]] | None = None,
+              scope: str = "all") -> dict[str, Any]:
+    """The cheapest eligible model that is non-inferior to the lowest-WER eligible one.
 
-    The reference is the lowest-WER eligible model; a model is a candidate when the primary paired test's
-    Holm-adjusted p against the reference is >= alpha. A pair without a p-value (not tested) counts as
-    significantly different: no evidence that it is as good. Among the candidates (the reference
-    included) the one with the lowest ``_cost`` is recommended.
+    ``scope_rows`` (default ``models``) hold the WERs of the scope the choice rests on and ``significance``
+    its paired comparisons. The reference is the lowest-WER eligible model; another model is a candidate
+    when the 95% CI of WER(model) - WER(reference) (paired bootstrap) ends at or below ``margin``. A pair
+    without an interval (not tested) is no candidate. Among the candidates (the reference included) the one
+    with the lowest ``_cost`` is recommended.
     """
-    ref = min(eligible, key=lambda m: (models[m]["wer"], _cost(models[m])))
+    rows = scope_rows or models
+    ref = min(eligible, key=lambda m: (rows[m]["wer"], _cost(models[m])))
     test = TEST_NAMES.get(significance.get("primary_test") or "", significance.get("primary_test") or "paired test")
-    n = models[ref].get("n")
+    n = rows[ref].get("n")
+    base = {"lowest_wer_model": ref, "scope": scope}
     if n is not None and n < MIN_TEST_UTTERANCES:
-        # On a handful of utterances no paired test can find anything significant, so "not significantly
-        # worse" would recommend the cheapest model whatever its WER (89% against 2% on the two recorded
-        # clips): without the evidence, the lowest WER decides.
-        return {"recommended": ref, "lowest_wer_model": ref,
-                "recommended_reason": (f"{ref} has the lowest WER ({100 * models[ref]['wer']:.1f}%); with {n} "
-                                       f"utterances (< {MIN_TEST_UTTERANCES}) a paired test cannot tell models "
-                                       "apart, so the lowest WER decides"),
-                "recommendation": {"test": None, "alpha": alpha, "cost": None, "candidates": [ref],
-                                   "comparisons": {}, "too_few_utterances": n}}
+        # On a handful of utterances no interval is narrow enough to show anything non-inferior (or
+        # different), so the lowest WER decides (89% against 2% on two recorded clips was "not different").
+        return {"recommended": ref, **base,
+                "recommended_reason": (f"{ref} has the lowest WER ({100 * rows[ref]['wer']:.1f}%); with {n} "
+                                       f"utterances (< {MIN_TEST_UTTERANCES}) no paired comparison can tell "
+                                       "models apart, so the lowest WER decides"),
+                "recommendation": {"test": None, "alpha": alpha, "margin": margin, "cost": None,
+                                   "candidates": [ref], "comparisons": {}, "too_few_utterances": n}}
+    primary = significance.get("primary_test")
     comparisons: dict[str, dict[str, Any]] = {}
     for m in eligible:
-        if m != ref:
-            p = _primary_p_holm(significance, ref, m)
-            comparisons[m] = {"wer": models[m]["wer"], "p_holm": p, "tested": p is not None,
-                              "significantly_worse": p is None or p < alpha}
-    candidates = [ref] + [m for m, c in comparisons.items() if not c["significantly_worse"]]
-    choice = min(candidates, key=lambda m: (_cost(models[m]), models[m]["wer"]))
-    return {"recommended": choice, "lowest_wer_model": ref,
-            "recommended_reason": _recommend_reason(models, choice, ref, candidates, comparisons, test, alpha),
-            "recommendation": {"test": significance.get("primary_test"), "alpha": alpha,
+        if m == ref:
+            continue
+        pair = _pair(significance, ref, m)
+        ci = _diff_vs(pair, m) if pair else [None, None]
+        p = ((pair or {}).get("tests") or {}).get(primary, {}).get("p_holm")
+        comparisons[m] = {"wer": rows[m]["wer"], "diff_ci95": ci, "p_holm": p, "tested": pair is not None,
+                          "significantly_worse": p is None or p < alpha,
+                          "non_inferior": ci[1] is not None and ci[1] <= margin}
+    candidates = [ref] + [m for m, c in comparisons.items() if c["non_inferior"]]
+    choice = min(candidates, key=lambda m: (_cost(models[m]), rows[m]["wer"]))
+    return {"recommended": choice, **base,
+            "recommended_reason": _recommend_reason(models, rows, choice, ref, comparisons, test, margin, scope),
+            "recommendation": {"test": primary, "alpha": alpha, "margin": margin,
+                               "rule": "non-inferiority: upper end of the 95% CI of WER(model) - WER(lowest) <= "
+                                       "margin, then the lowest cost",
                                "cost": "median RTF, then p95 latency, then peak memory",
                                "candidates": candidates, "comparisons": comparisons}}
 
 
-def _recommend_reason(models: dict[str, dict[str, Any]], choice: str, ref: str, candidates: list[str],
-                      comparisons: dict[str, dict[str, Any]], test: str, alpha: float) -> str:
-    """One sentence naming the lowest-WER model, the p-value and why ``choice`` won."""
-    wer = {m: f"{100 * models[m]['wer']:.1f}%" for m in candidates}
-    others = [m for m in candidates if m != ref]
+def _recommend_reason(models: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], choice: str, ref: str,
+                      comparisons: dict[str, dict[str, Any]], test: str, margin: float, scope: str) -> str:
+    """One sentence naming the lowest-WER model, the interval and why ``choice`` won."""
+    where = "on real speech" if scope == "real" else "over every utterance"
+    pts = f"{100 * margin:g}-point"
+
+    def ci(m: str) -> str:
+        lo, hi = comparisons[m]["diff_ci95"]
+        return "n/a" if lo is None else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
     if choice != ref:
-        return (f"{choice} ({wer[choice]} WER) is not significantly worse than the lowest-WER model {ref} "
-                f"({wer[ref]}): {test} Holm p = {comparisons[choice]['p_holm']:.3g} >= {alpha:g}; it is the "
-                f"cheapest of {ref} and the {len(others)} model(s) not significantly worse than it "
-                f"({_rtf_text(models[choice])} vs {_rtf_text(models[ref])})")
-    if others:
-        return (f"{ref} has the lowest WER ({wer[ref]}) and is also cheaper than the model(s) not significantly "
-                f"worse than it ({test}, Holm, alpha {alpha:g}): {', '.join(others)}")
-    if comparisons:
-        untested = [m for m, c in comparisons.items() if not c["tested"]]
-        return (f"{ref} has the lowest WER ({wer[ref]}) and every other eligible model is significantly worse "
-                f"({test} Holm p < {alpha:g})" + (f" or was not tested against it ({', '.join(untested)})"
-                                                  if untested else ""))
-    return f"{ref} is the only eligible model"
+        return (f"{choice} ({100 * rows[choice]['wer']:.1f}% WER {where}) is non-inferior to the lowest-WER model "
+                f"{ref} ({100 * rows[ref]['wer']:.1f}%): the 95% CI of its WER difference, {ci(choice)} points, "
+                f"ends within the {pts} margin, and it is cheaper ({_rtf_text(models[choice])} vs "
+                f"{_rtf_text(models[ref])})")
+    cheaper = [m for m in comparisons if _cost(models[m]) < _cost(models[ref])]
+    if not comparisons:
+        return f"{ref} is the only eligible model"
+    if not cheaper:
+        return f"{ref} has the lowest WER {where} ({100 * rows[ref]['wer']:.1f}%) and is also the cheapest"
+    best_cheap = min(cheaper, key=lambda m: comparisons[m]["diff_ci95"][1]
+                     if comparisons[m]["diff_ci95"][1] is not None else float("inf"))
+    return (f"{ref} has the lowest WER {where} ({100 * rows[ref]['wer']:.1f}%) and no cheaper model is shown to "
+            f"be within the {pts} margin of it: the closest, {best_cheap} ({100 * rows[best_cheap]['wer']:.1f}%), "
+            f"has a WER difference of {ci(best_cheap)} points (95% CI)"
+            + (f"; {test} Holm p = {comparisons[best_cheap]['p_holm']:.3g}"
+               if comparisons[best_cheap]["p_holm"] is not None else ""))
 
 
 def make_advice(by_model: dict[str, list[dict]], summary: dict[str, Any], significance: dict[str, Any],
                 gaps: dict[str, Any], own: set[str], latency_budget_ms: float | None,
-                memory_budget_mb: float | None, alpha: float = 0.05) -> dict[str, Any]:
+                memory_budget_mb: float | None, alpha: float = 0.05, margin: float = DEFAULT_MARGIN,
+                n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     models = summary["models"]
     budget = within_budget(models, latency_budget_ms, memory_budget_mb)
     eligible = [m for m, why in budget.items() if why is None and models[m].get("wer") is not None]
@@ -325,22 +322,25 @@ def make_advice(by_model: dict[str, list[dict]], summary: dict[str, Any], signif
     if not eligible:
         out["note"] = "no model meets both budgets"
         return out
-    out.update(recommend(models, eligible, significance, alpha))
+    scope, rows, scope_sig = primary_scope(summary, significance, eligible)
+    out.update(recommend(models, eligible, scope_sig, alpha, margin, rows, scope))
+    out["margin"] = margin
     best = out["recommended"]
-    per_d = best_per_dialect(by_model, summary, eligible, alpha)
+    per_d = best_per_dialect(by_model, models, eligible, margin, n_boot, seed)
     out["per_dialect"] = per_d
     if per_d:
         out["routing"] = routing(by_model, {d: r["choice"] for d, r in per_d.items()}, best)
+        out["routing_heldout"] = routing_heldout(by_model, models, eligible, best, margin, n_boot, seed)
         # the fastest (lowest-RTF) model within the budget, for when speed matters more than the last WER point
         fastest = min(eligible, key=lambda m: _cost(models[m]))
         out["fastest_eligible"] = fastest
     out["worst_dialect"] = worst_dialect_notes(best, by_model, summary, significance.get("dialects", {}), gaps,
                                                own, eligible, alpha)
-    if ranked_all and ranked_all[0] != out["lowest_wer_model"]:
+    if ranked_all and ranked_all[0] not in eligible:
         out["note"] = (f"the lowest-WER model overall, {ranked_all[0]}, is outside the budget "
                        f"({out['excluded_by_budget'].get(ranked_all[0])})")
     return out
 
 
-__all__ = ["best_per_dialect", "budget_ladder", "group_by", "make_advice", "pareto_front", "recommend",
-           "routing", "within_budget"]
+__all__ = ["best_per_dialect", "budget_ladder", "group_by", "make_advice", "pareto_front", "primary_scope",
+           "recommend", "routing", "routing_heldout", "within_budget"]

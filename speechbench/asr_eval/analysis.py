@@ -167,8 +167,16 @@ def speed_rtf(row: dict[str, Any]) -> float | None:
 def group_by(recs: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
-        out[r[key]].append(r)
+        out[r.get(key, "unlabeled" if key == "source" else None)].append(r)
     return dict(out)
+
+
+def dialect_records(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the sets that compare dialects: a set (``source``) speaking >= 2 dialects, such as the
+    corpus's accents. A set of one dialect (the real-speech set: people, not accents) has nothing to pair
+    across dialects and would count as a held-out accent in the domain gap. No such set: every record."""
+    keep = {src for src, rs in group_by(recs, "source").items() if len({r["dialect"] for r in rs}) >= 2}
+    return [r for r in recs if r.get("source", "unlabeled") in keep] if keep else list(recs)
 
 
 # --- paired comparisons between models -------------------------------------------------------------------
@@ -235,9 +243,13 @@ def compare_pair(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int, 
         "paired_t": stats.paired_t(ea, eb),
         "mcnemar": stats.mcnemar(ea == 0, eb == 0),
     }
-    groups = [r["speaker"] for r in ra] if _speakers_repeat(ra) and len({r["speaker"] for r in ra}) >= \
-        MIN_SPEAKER_BLOCKS else None
-    boot = stats.paired_bootstrap(ea, eb, nw, n_boot, seed, groups)
+    # the difference's interval resamples the same units as the headline interval (ci_for's choice)
+    sentences, speakers = [_sentence(r) for r in ra], [r["speaker"] for r in ra]
+    two_way = (sentences, speakers) if crossed(ra) and len(set(sentences)) >= 2 and len(set(speakers)) >= 2 \
+        else None
+    groups = speakers if two_way is None and _speakers_repeat(ra) and len(set(speakers)) >= MIN_SPEAKER_BLOCKS \
+        else None
+    boot = stats.paired_bootstrap(ea, eb, nw, n_boot, seed, groups, two_way=two_way)
     wa, wb = ea.sum() / nw.sum(), eb.sum() / nw.sum()
     return {
         "a": name_a, "b": name_b, "n": len(ra), "wer_a": float(wa), "wer_b": float(wb),
@@ -297,7 +309,28 @@ def significance_between_models(by_model: dict[str, list[dict[str, Any]]], n_boo
                          "sentence_level": dict(sl)})
     return {"alpha": alpha, "primary_test": PRIMARY_TEST, "correction": "holm (per test, over model pairs)",
             "sentence_level_test": "wilcoxon on per-sentence error totals (summed over voices), holm over model pairs",
-            "models": flat, "pairs": pairs, "refused": refused}
+            "models": flat, "pairs": pairs, "refused": refused, "families": model_pair_families(pairs, alpha)}
+
+
+def model_pair_families(pairs: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """What each model-pair test family could detect at best with this design (stats.family_reach): the
+    rank and counting tests have a floor set by the number of units; MAPSSWE and the t-tests (normal and
+    t approximations) have none."""
+    if not pairs:
+        return []
+    m, n_utt = len(pairs), pairs[0]["n"]
+    n_sent = (pairs[0].get("sentence_level") or {}).get("n_sentences", 0)
+    fam = "model pairs"
+    return [
+        stats.family_reach(fam, "mapsswe", "utterances", n_utt, m, 0.0, alpha),
+        stats.family_reach(fam, "wilcoxon", "utterances", n_utt, m, stats.min_p_signed_rank(n_utt), alpha),
+        stats.family_reach(fam, "sign", "utterances", n_utt, m, stats.min_p_binomial(n_utt), alpha),
+        stats.family_reach(fam, "paired_t", "utterances", n_utt, m, 0.0, alpha),
+        stats.family_reach(fam, "mcnemar", "utterances", n_utt, m, stats.min_p_binomial(n_utt), alpha),
+        stats.family_reach(fam + ", sentence level", "wilcoxon", "sentences", n_sent, m,
+                           stats.min_p_signed_rank(n_sent), alpha),
+        stats.family_reach(fam + ", sentence level", "paired_t", "sentences", n_sent, m, 0.0, alpha),
+    ]
 
 
 # --- dialects ----------------------------------------------------------------------------------------------
@@ -351,6 +384,11 @@ def dialect_effects(recs: list[dict[str, Any]], alpha: float = 0.05) -> dict[str
         p["significant"] = bool(ph is not None and ph < alpha)
     out["pairwise"] = pairwise
     out["mean_wer_by_dialect"] = {d: float(m[:, k].mean()) for k, d in enumerate(dialects)}
+    out["families"] = [
+        stats.family_reach("dialect pairs", "wilcoxon", "blocks", len(blocks), len(pairwise),
+                           stats.min_p_signed_rank(len(blocks)), alpha),
+        stats.family_reach("dialects", "friedman", "blocks", len(blocks), 1,
+                           stats.min_p_friedman(len(blocks), len(dialects)), alpha)]
     return out
 
 

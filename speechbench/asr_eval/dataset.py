@@ -21,6 +21,7 @@ from speechbench.speech.manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
+UNLABELED = "unlabeled"
 AUDIO_CHECK = AudioCheck(min_duration_s=0.3, silence_dbfs=-40.0)
 # Reasons from validate_audio that make a clip unusable; clipping is only a warning (real corpora clip).
 FATAL_AUDIO = ("no samples", "non-finite", "too short", "silent")
@@ -39,6 +40,10 @@ class EvalItem:
     condition: str
     sentence: str  # pairing key across dialects: the corpus's sentence_id, else the normalized text
     manifest: str
+    # What kind of speech: "real" (people), "synthetic" (TTS voices), or a manifest's own ``source``
+    # label; reported as separate sets, since a WER pooled over both says little about either.
+    source: str = UNLABELED
+    style: str = ""  # real speech: read, spontaneous, whispered... (the manifest's ``style``)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,8 +73,29 @@ def load_items(manifests: list[Path]) -> tuple[list[EvalItem], list[dict[str, An
             sentence = str(u.extra.get("sentence_id") or normalize_text(u.text))
             items.append(EvalItem(id=u.id, audio_path=str(Path(u.audio_path or u.audio_filepath).resolve()),
                                   text=u.text, duration=float(u.duration), dialect=u.dialect, speaker=u.speaker,
-                                  condition=u.condition, sentence=sentence, manifest=str(path)))
+                                  condition=u.condition, sentence=sentence, manifest=str(path),
+                                  source=source_of(u.extra), style=str(u.extra.get("style") or "")))
     return items, failures, summaries
+
+
+def source_of(extra: dict[str, Any]) -> str:
+    """A row's set: its ``source`` field; the embedded corpus's rows (they name a TTS ``engine``) are
+    "synthetic"; anything else is unlabeled."""
+    if extra.get("source"):
+        return str(extra["source"])
+    return "synthetic" if extra.get("engine") else UNLABELED
+
+
+def sources_summary(items: list[EvalItem]) -> dict[str, dict[str, Any]]:
+    """Per set: utterances, audio, speakers, sentences, reference words (what its WER rests on)."""
+    out: dict[str, dict[str, Any]] = {}
+    for src in dict.fromkeys(it.source for it in items):
+        its = [it for it in items if it.source == src]
+        out[src] = {"utterances": len(its), "audio_s": round(sum(it.duration for it in its), 2),
+                    "speakers": len({it.speaker for it in its}), "sentences": len({it.sentence for it in its}),
+                    "dialects": len({it.dialect for it in its}),
+                    "words": sum(len(normalize_text(it.text).split()) for it in its)}
+    return out
 
 
 def select_sentences(items: list[EvalItem], n: int | None) -> tuple[list[EvalItem], dict[str, Any]]:

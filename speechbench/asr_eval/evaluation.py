@@ -30,7 +30,8 @@ SCHEMA = "asr_evaluation/2"  # /2: failure records are {section, error, ...} lik
 def score_record(raw: dict[str, Any], item: dict[str, Any], model: str) -> dict[str, Any]:
     s = score(item["text"], raw["hyp_raw"])
     rec = {"model": model, "id": item["id"], "dialect": item["dialect"], "speaker": item["speaker"],
-           "condition": item["condition"], "sentence": item["sentence"],
+           "condition": item["condition"], "sentence": item["sentence"], "source": item.get("source", "unlabeled"),
+           "style": item.get("style", ""),
            "ref_raw": item["text"], "hyp_raw": raw["hyp_raw"], **s.to_json(),
            "duration_s": raw["duration_s"], "latency_s": raw["latency_s"]}
     rec["rtf"] = rec["latency_s"] / rec["duration_s"] if rec["duration_s"] else None
@@ -95,7 +96,13 @@ class ASREvaluation(SectionedRun):
             ds["source"] = f"embedded corpus, preset {cfg.corpus_preset!r}"
             ds["corpus"] = {"path": str(build.path), "cached": build.cached, "utterances": build.utterances,
                             "build_failures": len(build.failures)}
-        items, failures, summaries = dataset.load_items(manifests)
+        try:
+            real = self._real_speech_manifest()
+        except Exception as e:  # offline without the cached archive, say: recorded, the rest still runs
+            log.error("real-speech set unavailable: %s", e)
+            self._fail("real_speech", f"{type(e).__name__}: {e}")
+            real = None
+        items, failures, summaries = dataset.load_items(manifests + ([real] if real else []))
         self.results["failures"].extend(failures)
         ds["manifests"] = summaries
         ds["utterances_read"] = len(items)
@@ -103,7 +110,12 @@ class ASREvaluation(SectionedRun):
             items = [it for it in items if it.dialect in set(cfg.dialects)]
         if cfg.conditions:
             items = [it for it in items if it.condition in set(cfg.conditions)]
-        items, sel = dataset.select_sentences(items, cfg.sentences)
+        # --sentences picks sentences of the paired design (the corpus or the user's manifests); the
+        # real-speech set is taken whole (each clip its own text, nothing to pair across voices)
+        extra = [it for it in items if real and it.manifest == str(real)]
+        items, sel = dataset.select_sentences([it for it in items if not (real and it.manifest == str(real))],
+                                              cfg.sentences)
+        items += extra
         ds["subset"] = sel
         items, cap = dataset.cap_utterances(items, cfg.max_utterances)
         if cap:
@@ -119,8 +131,24 @@ class ASREvaluation(SectionedRun):
                             for c in dict.fromkeys(it.condition for it in items)}
         ds["speakers"] = len({it.speaker for it in items})
         ds["sentences"] = len({it.sentence for it in items})
+        ds["sources"] = dataset.sources_summary(items)
         self.items = {it.id: it.to_json() for it in items}
         return items
+
+    def _real_speech_manifest(self) -> Path | None:
+        """The real-speech set's manifest (built once, cached), or None for --real-speech none."""
+        choice = self.cfg.real_speech
+        if choice == "none":
+            return None
+        if choice not in ("default", "bundled"):
+            return Path(choice)
+        from speechbench.speech.real_speech import DEFAULT_OUT, build_real_speech
+
+        out = DEFAULT_OUT if choice == "default" else DEFAULT_OUT.with_name("real_speech_bundled")
+        sources = ("mfa", "moonshine-voice") if choice == "default" else ("moonshine-voice",)
+        manifest = build_real_speech(out, sources=sources)
+        self.results["dataset"]["real_speech"] = {"choice": choice, "manifest": str(manifest)}
+        return manifest
 
     # -- measuring ---------------------------------------------------------------------------------------
     def _on_shard(self, res: dict[str, Any]) -> None:
@@ -236,6 +264,7 @@ class ASREvaluation(SectionedRun):
                   "items_failed": sum(1 for f in self.results["failures"] if f["section"] in ("manifest", "audio")
                                       and not f.get("model"))})
         s["models"], s["per_dialect"], s["per_condition"], s["per_speaker"] = {}, {}, {}, {}
+        s["per_source"], s["real_speech"] = {}, {}
         for label, recs in by_model.items():
             m = self.results["models"][label]
             info = m.get("info") or {}
@@ -255,7 +284,16 @@ class ASREvaluation(SectionedRun):
             })
             s["models"][label] = row
             s["per_dialect"][label] = {d: analysis.aggregate(rs, cfg.n_boot, cfg.seed, within_dialect=True)
-                                       for d, rs in analysis.group_by(recs, "dialect").items()}
+                                       for d, rs in analysis.group_by(analysis.dialect_records(recs),
+                                                                      "dialect").items()}
+            s["per_source"][label] = {src: analysis.aggregate(rs, cfg.n_boot, cfg.seed)
+                                      for src, rs in analysis.group_by(recs, "source").items()}
+            real = [r for r in recs if r.get("source") == "real"]
+            if real:  # people, per speaker and per speaking style
+                s["real_speech"][label] = {
+                    key: {k: analysis.aggregate(rs, cfg.n_boot, cfg.seed) for k, rs in
+                          analysis.group_by(real, field).items()}
+                    for key, field in (("per_speaker", "speaker"), ("per_style", "style"))}
             s["per_condition"][label] = {c: analysis.aggregate(rs, cfg.n_boot, cfg.seed)
                                          for c, rs in analysis.group_by(recs, "condition").items()}
             s["per_speaker"][label] = {k: analysis.aggregate(rs, cfg.n_boot, cfg.seed, with_ci=False)
@@ -275,7 +313,16 @@ class ASREvaluation(SectionedRun):
         cfg = self.cfg
         by_model = self.by_model()
         sig = analysis.significance_between_models(by_model, cfg.n_boot, cfg.seed, cfg.alpha)
-        sig["dialects"] = {m: analysis.dialect_effects(recs, cfg.alpha) for m, recs in by_model.items()}
+        sig["dialects"] = {m: analysis.dialect_effects(analysis.dialect_records(recs), cfg.alpha)
+                           for m, recs in by_model.items()}
+        # the same model comparisons within each set (real speech, synthetic accents), each its own family
+        sources = list(self.results["dataset"].get("sources") or {})
+        if len(sources) > 1:
+            sig["by_source"] = {}
+            for src in sources:
+                sub = {m: [r for r in recs if r.get("source") == src] for m, recs in by_model.items()}
+                sig["by_source"][src] = analysis.significance_between_models(
+                    {m: rs for m, rs in sub.items() if rs}, cfg.n_boot, cfg.seed, cfg.alpha)
         self.results["significance"] = sig
 
     def domain(self) -> None:
@@ -292,11 +339,12 @@ class ASREvaluation(SectionedRun):
             from speechbench.asr.ctc.training.data import IN_DOMAIN_ACCENTS
         except Exception:
             IN_DOMAIN_ACCENTS = ("en-us", "en", "piper")  # noqa: N806
+        accent_recs = {m: analysis.dialect_records(recs) for m, recs in by_model.items()}
         for m in by_model:
             accents = (meta.get(m) or {}).get("training_accents") or (list(IN_DOMAIN_ACCENTS) if m in own else None)
             ref_accents = accents or list(IN_DOMAIN_ACCENTS)
-            gap = analysis.domain_gap(by_model[m], ref_accents, cfg.n_boot, cfg.seed,
-                                      control=by_model[control] if (m in own and control) else None)
+            gap = analysis.domain_gap(accent_recs[m], ref_accents, cfg.n_boot, cfg.seed,
+                                      control=accent_recs[control] if (m in own and control) else None)
             if gap:
                 gap["own"] = m in own
                 gap["training_accents"] = accents
@@ -342,7 +390,8 @@ class ASREvaluation(SectionedRun):
         gaps = {m: g for m, g in (self.results["significance"].get("domain_gap") or {}).get("models", {}).items()}
         own = {m for m in by_model if self.results["models"][m].get("own")}
         self.results["advice"] = make_advice(by_model, self.results["summary"], self.results["significance"], gaps,
-                                             own, cfg.latency_budget_ms, cfg.memory_budget_mb, cfg.alpha)
+                                             own, cfg.latency_budget_ms, cfg.memory_budget_mb, cfg.alpha,
+                                             margin=cfg.margin, n_boot=cfg.n_boot, seed=cfg.seed)
 
     def export(self) -> None:
         if not self.cfg.trn_dir:
@@ -366,7 +415,7 @@ class ASREvaluation(SectionedRun):
                              ("domain_gap", self.domain), ("advice", self.advise), ("trn_export", self.export)):
                 self.section(name, fn, store=False)
         self.results["timings"]["total_s"] = time.perf_counter() - t0
-        model_fail = any(f["section"] in ("model", "transcribe", "scoring", *ANALYSIS_SECTIONS)
+        model_fail = any(f["section"] in ("model", "transcribe", "scoring", "real_speech", *ANALYSIS_SECTIONS)
                          for f in self.results["failures"])
         self.results["status"] = "complete_with_failures" if model_fail else "complete"
         self.save()

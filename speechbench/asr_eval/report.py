@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from speechbench.asr_eval import report_real
 from speechbench.asr_eval import report_sections as sections
 from speechbench.asr_eval.analysis import MIN_SPEAKER_BLOCKS, speed_rtf
 from speechbench.asr_eval.report_sections import (
@@ -62,6 +63,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "asr") -> dict[
         ax.set_title("WER by dialect and model")
         ax.legend(fontsize=7, ncol=2)
         made["wer_by_dialect"] = save_figure(fig, out_dir, f"{prefix}_wer_by_dialect.png")
+    made.update(report_real.plot_real_vs_synthetic(res, models, out_dir, prefix))
     # 2. WER vs RTF, Pareto front, marker size ~ memory
     sm = s.get("models", {})
     pts = [(m, speed_rtf(sm[m]), sm[m]["wer"], sm[m].get("peak_memory_mb")) for m in models
@@ -159,6 +161,11 @@ def _header_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
     add(commit_line(res, f"; wall time {_f((res.get('timings') or {}).get('total_s'), 0, ' s')}"))
     L.extend(noise_markdown(res))
     sub = ds.get("subset") or {}
+    srcs = ds.get("sources") or {}
+    if len(srcs) > 1:
+        add("- Sets: " + "; ".join(f"{src}: {v['utterances']} utterances, {_f(v['audio_s'] / 60, 1)} min, "
+                                   f"{v['words']} words, {v['speakers']} speakers, {v['sentences']} sentences"
+                                   for src, v in srcs.items()) + ".")
     add(f"- Data: {ds.get('source')}; {ds.get('utterances_evaluated')} utterances evaluated "
         f"({_f((ds.get('audio_s') or 0) / 60, 1)} min of audio), {len(ds.get('dialects') or {})} dialects, "
         f"{ds.get('sentences')} sentences, {ds.get('speakers')} speakers, conditions: "
@@ -184,6 +191,10 @@ def _headline_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> li
     fig = figure_adder(L, figs, rel)
     add("## Headline: accuracy, speed and cost per model")
     add("")
+    if len((res.get("dataset") or {}).get("sources") or {}) > 1:
+        add("Over every utterance evaluated (real speech and synthetic accents pooled; each set apart: the "
+            "section above). Speed, latency and memory do not depend on the set.")
+        add("")
     n_pass = next((sm[m]["timing_passes"] for m in models if sm[m].get("timing_passes")), None)
     n_timing = next((sm[m]["timing_utterances"] for m in models if sm[m].get("timing_utterances")), None)
     add("Corpus WER = total errors / total reference words, after the same normalization of both sides. "
@@ -319,8 +330,10 @@ def _method_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
 
 
 # The report's sections in page order; each returns its Markdown lines.
-SECTIONS = (_header_section, _headline_section, error_types_section, sections.dialect_section,
-            sections.domain_gap_section, sections.significance_section, sections.dialect_effects_section,
+SECTIONS = (_header_section, report_real.real_speech_section, _headline_section, error_types_section,
+            sections.dialect_section,
+            sections.domain_gap_section, sections.significance_section, report_real.real_pairs_section,
+            report_real.families_section, sections.dialect_effects_section,
             sections.speed_section, sections.error_analysis_section, sections.advice_section, _failures_section,
             _method_section)
 
@@ -332,23 +345,52 @@ def headline_markdown(res: dict[str, Any]) -> str:
     ds = res.get("dataset", {})
     sm = s.get("models", {})
     adv = res.get("advice") or {}
+    sets = "; ".join(f"{src}: {v['utterances']}, {v['words']} words" for src, v in (ds.get("sources") or {}).items())
     lines = [
         f"Latest full run: {s.get('device')} ({env.get('device_name')}, {env.get('cpu_count')} threads), commit "
         f"{commit(env, 10)}, {env.get('time_utc')}; {ds.get('utterances_evaluated')} "
-        f"utterances, {len(ds.get('dialects') or {})} dialects, {_f((ds.get('audio_s') or 0) / 60, 1)} min of audio.",
+        f"utterances ({sets}), {_f((ds.get('audio_s') or 0) / 60, 1)} min of audio.",
         "",
-        "| model | WER (95% CI) | CER | RTF median [min, max] | latency p95 | peak memory | params |",
-        "|---|---|---|---|---|---|---|",
+        "| model | WER, real speech (95% CI) | WER, synthetic accents (95% CI) | CER, all | RTF median [min, max] "
+        "| latency p95 | peak memory | params |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    ps = s.get("per_source") or {}
     for m, r in sm.items():
-        lines.append(f"| {m} | {_pct(r.get('wer'))} {_ci(r.get('wer_ci95'))} | {_pct(r.get('cer'))} | "
+        real, syn = ((ps.get(m) or {}).get(k) or {} for k in ("real", "synthetic"))
+        lines.append(f"| {m} | {_pct(real.get('wer'))} {_ci(real.get('wer_ci95'))} | "
+                     f"{_pct(syn.get('wer'))} {_ci(syn.get('wer_ci95'))} | {_pct(r.get('cer'))} | "
                      f"{_rtf_spread(r)} | {_f(r.get('latency_ms_p95'), 0, ' ms')} | "
                      f"{_f(r.get('peak_memory_mb'), 0, ' MB')} | {_params(r.get('params'))} |")
     if adv.get("recommended"):
         why = f" ({adv['recommended_reason']})" if adv.get("recommended_reason") else ""
-        lines += ["", f"Recommended within budget: **{adv['recommended']}**{why}; Pareto front (WER, RTF, memory): "
+        lines += ["", f"Recommended within budget: **{adv['recommended']}**{why}; "
+                      "Pareto front (overall WER, RTF, memory): "
                       f"{', '.join(adv.get('pareto_front') or [])}."]
     un = s.get("models_unavailable") or {}
     if un:
         lines += ["", "Not available in that run: " + ", ".join(un) + "."]
+    return "\n".join(lines)
+
+
+def own_models_human_speech(res: dict[str, Any]) -> str:
+    """models/README.md's block: the own CTC models' WER on real speech beside the best pretrained model's."""
+    ps = (res.get("summary") or {}).get("per_source") or {}
+    models = res.get("models") or {}
+    real = {m: v["real"] for m, v in ps.items() if v.get("real")}
+    if not real:
+        return "(no real-speech set in the latest Part 2 run)"
+    env = res.get("env", {})
+    n = next(iter(real.values()))
+    lines = [f"Part 2 at commit {commit(env, 10)} ({env.get('time_utc')}): {n.get('n')} recordings of people, "
+             f"{n.get('ref_words')} reference words.", "",
+             "| model | WER on real speech (95% CI) | WER on the synthetic accents |", "|---|---|---|"]
+    own = [m for m in real if (models.get(m) or {}).get("own")]
+    pre = [m for m in real if m not in own]
+    best = min(pre, key=lambda m: real[m]["wer"]) if pre else None
+    for m in own + ([best] if best else []):
+        syn = (ps.get(m) or {}).get("synthetic") or {}
+        label = m if m in own else f"{m} (the best pretrained model, for scale)"
+        lines.append(f"| {label} | {_pct(real[m].get('wer'))} {_ci(real[m].get('wer_ci95'))} | "
+                     f"{_pct(syn.get('wer'))} |")
     return "\n".join(lines)

@@ -156,7 +156,10 @@ def significance_section(res: dict[str, Any], figs: dict[str, str], rel: str) ->
             f"(`p_holm`); **bold** = significant at {sig.get('alpha')}. MAPSSWE (NIST's matched-pairs "
             "sentence-segment test) is the primary test; Wilcoxon, sign and t work on per-utterance error "
             "counts, McNemar on whole-sentence correctness. P(A better) is the paired-bootstrap probability "
-            "that A has the lower corpus WER; the CI is for WER(A) - WER(B). The utterance-level tests take the "
+            "that A has the lower corpus WER; the CI is for WER(A) - WER(B), from the paired bootstrap resampling "
+            f"the same units as the headline interval ({sig['pairs'][0].get('bootstrap_method', 'n/a')}). "
+            "The pairs pool every utterance (real and synthetic); the real-speech pairs, on which the advice "
+            "rests, follow the table. The utterance-level tests take the "
             "utterances as independent, which they are not (the voices reading one sentence share its "
             "difficulty); the last column tests with the sentence as the unit: Wilcoxon signed-rank on "
             "per-sentence error totals (summed over the voices), Holm over the pairs, n = sentences.")
@@ -361,12 +364,19 @@ def advice_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[
             add("")
         if adv.get("recommended"):
             r = sm.get(adv["recommended"], {})
-            add(f"- **One model for everything:** {adv['recommended']} ({_pct(r.get('wer'))} WER, CI "
-                f"{_ci(r.get('wer_ci95'))}, RTF {_rtf_spread(r)}, p95 {_f(r.get('latency_ms_p95'), 0, ' ms')}).")
+            scope = adv.get("scope", "all")
+            rr = (((res.get("summary") or {}).get("per_source") or {}).get(adv["recommended"]) or {}).get("real") \
+                if scope == "real" else r
+            where = "on real speech" if scope == "real" else "over every utterance"
+            add(f"- **One model for everything:** {adv['recommended']} ({_pct(rr.get('wer'))} WER {where}, CI "
+                f"{_ci(rr.get('wer_ci95'))}; RTF {_rtf_spread(r)}, p95 {_f(r.get('latency_ms_p95'), 0, ' ms')}).")
             if adv.get("recommended_reason"):
-                add(f"  Why: {adv['recommended_reason']}. (Rule: the cheapest eligible model, by median RTF, then "
-                    "p95 latency, then peak memory, among those the primary test does not find significantly "
-                    f"worse than the lowest-WER one, {adv.get('lowest_wer_model')}.)")
+                margin = adv.get("margin", (adv.get("recommendation") or {}).get("margin"))
+                add(f"  Why: {adv['recommended_reason']}. (Rule, {where}: the lowest-WER eligible model, "
+                    f"{adv.get('lowest_wer_model')}, unless a cheaper one is non-inferior: the upper end of the 95% "
+                    f"CI of its WER difference at most {_f(100 * (margin or 0), 1)} point(s), `--margin`; then the "
+                    "cheapest such model by median RTF, then p95 latency, then peak memory. \"Not significantly "
+                    "worse\" is not used: on a small set every model passes it.)")
         if adv.get("excluded_by_budget"):
             add("- Outside the budget: "
                 + "; ".join(f"{m} ({why})" for m, why in adv["excluded_by_budget"].items()) + ".")
@@ -378,14 +388,18 @@ def advice_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[
         add("")
         per = adv.get("per_dialect") or {}
         if per:
-            add("**Model per dialect** within the budget (the runner-up is tested against the best on that "
-                "dialect's utterances, Wilcoxon; if it is not significantly worse and is cheaper, it is chosen):")
+            add("**Model per dialect** within the budget: the lowest WER on that dialect, unless a cheaper model "
+                "is non-inferior there (95% CI of its WER difference, paired bootstrap over the dialect's "
+                "sentences, ends within the margin):")
             add("")
-            add("| dialect | lowest WER | WER | runner-up | its WER | p | choice | why |")
+            add("| dialect | lowest WER | WER | runner-up | its WER | runner-up - best, 95% CI (points) | choice "
+                "| why |")
             add("|---|---|---|---|---|---|---|---|")
             for d, row in per.items():
+                ci = row.get("runner_up_diff_ci95")
+                ci_txt = f"[{_pp(ci[0])}, {_pp(ci[1])}]" if ci and ci[0] is not None else ""
                 add(f"| {d} | {row['best']} | {_pct(row['wer'])} | {row.get('runner_up', '')} | "
-                    f"{_pct(row.get('runner_up_wer')) if row.get('runner_up') else ''} | {_p(row.get('p_value'))} | "
+                    f"{_pct(row.get('runner_up_wer')) if row.get('runner_up') else ''} | {ci_txt} | "
                     f"**{row['choice']}** | {row['reason']} |")
             add("")
         rt = adv.get("routing")
@@ -398,13 +412,30 @@ def advice_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[
                 f"{_pct(rt['single_model_wer'])} at RTF {_f(rt['single_model_rtf'], 3)} with {rt['single_model']} "
                 f"alone ({_pp(dw)} points WER)"
                 + (": one model wins everywhere, so routing buys nothing here." if same else
-                   f"; models used: {', '.join(rt['models_used'])}."))
+                   f"; models used: {', '.join(rt['models_used'])}. This is in-sample: the routes were chosen on the "
+                   "same utterances."))
+            add("")
+        ho = adv.get("routing_heldout")
+        if ho:
+            add(f"**Routing on held-out sentences** ({ho['rule']}): {_pct(ho['wer'])} WER vs "
+                f"{_pct(ho['single_model_wer'])} for {ho['single_model']} alone on the same utterances: a gain of "
+                f"{_pp(ho['gain'])} points. "
+                + " ".join(f"Routes chosen on half {f['chosen_on']}: {', '.join(f['models_used'])}."
+                           for f in ho["folds"]))
             add("")
         wd = adv.get("worst_dialect")
-        if wd:
-            add(f"**Worst dialect for {wd['model']}: {wd['dialect']}.**")
+        if wd and not wd.get("dialect"):
+            add(f"**Worst dialect for {wd['model']}: none separated** (tied: {', '.join(wd.get('tied') or [])}).")
+            add("")
+            for n in wd["notes"]:
+                add(f"- {n}")
+            add("")
+        elif wd:
+            add(f"**Worst dialect for {wd['model']}: {wd['dialect']}** (separated from the next worst: Wilcoxon over "
+                f"sentences, Holm p = {_p(wd.get('p_holm_next'))}).")
             add("")
             for n in wd["notes"]:
                 add(f"- {n}")
             add("")
     return L
+

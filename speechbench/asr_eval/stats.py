@@ -147,13 +147,22 @@ def bootstrap_ci_two_way(errors: Sequence[float], ref_words: Sequence[float], se
 
 def paired_bootstrap(errors_a: Sequence[float], errors_b: Sequence[float], ref_words: Sequence[float],
                      n_boot: int = 2000, seed: int = 0, groups: Sequence[Any] | None = None,
-                     level: float = 0.95) -> dict[str, Any]:
+                     level: float = 0.95, two_way: tuple[Sequence[Any], Sequence[Any]] | None = None
+                     ) -> dict[str, Any]:
     """Resample the *same* units for both systems: P(WER_A < WER_B) and a CI of WER_A - WER_B.
 
+    Units: utterances, blocks (``groups``), or, with ``two_way`` = (sentences, speakers), the two-way
+    pigeonhole bootstrap of a crossed design, the same resampling as the headline interval (a
+    difference resampled over one factor only would treat the other as fixed and come out too narrow).
     Ties (equal WER in a replicate) count half, so identical systems give 0.5.
     """
     vals = np.stack([np.asarray(errors_a, float), np.asarray(errors_b, float), np.asarray(ref_words, float)], 1)
-    sums = bootstrap_sums(vals, n_boot, seed, groups)
+    if two_way is not None:
+        sums = bootstrap_sums_two_way(vals, two_way[0], two_way[1], n_boot, seed)
+        method = TWO_WAY
+    else:
+        sums = bootstrap_sums(vals, n_boot, seed, groups)
+        method = "speaker-block" if groups is not None else "utterance"
     wa, wb = _ratio(sums[:, 0], sums[:, 2]), _ratio(sums[:, 1], sums[:, 2])
     ok = np.isfinite(wa) & np.isfinite(wb)
     diff = (wa - wb)[ok]
@@ -163,7 +172,44 @@ def paired_bootstrap(errors_a: Sequence[float], errors_b: Sequence[float], ref_w
     alpha = (1 - level) / 2
     lo, hi = np.quantile(diff, [alpha, 1 - alpha])
     return {"p_a_better": p_a, "p_b_better": 1.0 - p_a, "diff_ci95": [float(lo), float(hi)], "n_boot": n_boot,
-            "method": "speaker-block" if groups is not None else "utterance"}
+            "method": method}
+
+
+# --- what a design can detect --------------------------------------------------------------------------
+
+
+def min_p_signed_rank(n: int) -> float:
+    """The smallest two-sided p of a Wilcoxon signed-rank test on ``n`` pairs: every difference nonzero,
+    untied and of the same sign. Exact (2 / 2^n) up to 50 pairs, as ``wilcoxon_method`` uses; beyond, the
+    normal approximation's."""
+    if n <= 0:
+        return 1.0
+    if n <= 50:
+        return min(1.0, 2.0 / 2.0**n)
+    mean, sd = n * (n + 1) / 4, math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    return float(2 * sps.norm.sf(mean / sd))
+
+
+def min_p_binomial(n: int) -> float:
+    """The smallest two-sided p of an exact sign / McNemar test on ``n`` discordant pairs: 2 / 2^n."""
+    return 1.0 if n <= 0 else min(1.0, 2.0 / 2.0**n)
+
+
+def min_p_friedman(blocks: int, k: int) -> float:
+    """The smallest p of Friedman's test: every block ranks the k treatments the same way (W = 1)."""
+    if blocks < 2 or k < 3:
+        return 1.0
+    return float(sps.chi2.sf(blocks * (k - 1), k - 1))
+
+
+def family_reach(family: str, test: str, unit: str, units: int, hypotheses: int, min_p: float,
+                 alpha: float) -> dict[str, Any]:
+    """Whether a Holm-corrected family of ``hypotheses`` tests can reject at all: Holm's first step
+    multiplies the smallest p by the family size, so the best any test in it can do is m x min_p. A
+    family that cannot reach alpha says nothing by finding nothing."""
+    best = min(1.0, hypotheses * min_p)
+    return {"family": family, "test": test, "unit": unit, "units": units, "hypotheses": hypotheses,
+            "min_p": min_p, "min_p_holm": best, "can_reject": bool(hypotheses > 0 and best < alpha)}
 
 
 # --- paired tests ----------------------------------------------------------------------------------------
