@@ -102,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--poisson-requests", type=int, default=None,
                    help=f"how many of those requests (the first ones) arrive as a Poisson process; under "
                    f"load < 1 that pattern measures latency, not throughput (default: {d.poisson_requests})")
+    g.add_argument("--ttfa-load-fractions", type=float, nargs="+", default=None,
+                   help="streaming synthesis under load: Poisson arrival rates as fractions of the continuous "
+                   "batcher's measured capacity; at each, time to first audio (TTFA) p50/p95, playback "
+                   "underruns and completed requests/s for continuous and both static batchers (default: "
+                   f"{' '.join(map(str, d.ttfa_load_fractions))})")
+    g.add_argument("--ttfa-requests", type=int, default=None,
+                   help=f"requests per arrival rate in that sweep (default: {d.ttfa_requests})")
+    g.add_argument("--ttfa-chunk-frames", type=int, default=None,
+                   help=f"mel frames per streamed audio chunk (86 frames = 1 s; default: {d.ttfa_chunk_frames})")
+    g.add_argument("--ttfa-target-ms", type=float, default=None,
+                   help="the TTFA p95 whose crossing is reported as each scheduler's knee rate "
+                   f"(default: {d.ttfa_target_ms:g})")
     g.add_argument("--fidelity-texts", type=int, default=None,
                    help=f"shortest sample texts rolled out by the slow causal reference (default: {d.fidelity_texts})")
     g.add_argument("--no-profile", action="store_true", help="skip the torch.profiler section")
@@ -116,9 +128,12 @@ def config_from_args(a: argparse.Namespace, device: torch.device) -> TTSBenchCon
     cfg.device = str(device)
     cfg.profile = not a.no_profile
     if min(cfg.max_frames, cfg.sched_max_frames, cfg.slots, cfg.repeats, cfg.baseline_repeats, cfg.poisson_requests,
-           cfg.sched_draws, cfg.throughput_repeats) < 1:
+           cfg.sched_draws, cfg.throughput_repeats, cfg.ttfa_requests, cfg.ttfa_chunk_frames) < 1:
         raise SystemExit("--max-frames, --sched-max-frames, --slots, --repeats, --baseline-repeats, "
-                         "--poisson-requests, --sched-draws and --throughput-repeats must be >= 1")
+                         "--poisson-requests, --sched-draws, --throughput-repeats, --ttfa-requests and "
+                         "--ttfa-chunk-frames must be >= 1")
+    if not cfg.ttfa_load_fractions or min(cfg.ttfa_load_fractions) <= 0 or cfg.ttfa_target_ms <= 0:
+        raise SystemExit("--ttfa-load-fractions must be > 0 and --ttfa-target-ms > 0")
     if any(b < 1 for b in cfg.batch_sizes):
         raise SystemExit("--batch-sizes must all be >= 1")
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():

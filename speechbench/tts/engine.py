@@ -311,14 +311,16 @@ class TTSEngine:
         return n
 
     @torch.inference_mode()
-    def retire(self, now_fn=time.perf_counter, t0: float = 0.0) -> list[Completed]:
-        """Remove finished sequences, vocode them, and compact the pool (last active slot moves down)."""
+    def retire(self, now_fn=time.perf_counter, t0: float = 0.0, vocode: bool = True) -> list[Completed]:
+        """Remove finished sequences, vocode them, and compact the pool (last active slot moves down).
+        ``vocode=False``: a streamer has already sent their audio in chunks (``audio`` is left empty)."""
         done_idx = [i for i, s in enumerate(self.slots) if s.done]
         if not done_idx:
             return []
         mels = [self.out_mel[i, : int(self.pos[i])].clone() for i in done_idx]
         with self._autocast():
-            audios = [self.model.vocoder_inference(m.unsqueeze(0))[0] for m in mels]
+            audios = ([self.model.vocoder_inference(m.unsqueeze(0))[0] for m in mels] if vocode
+                      else [torch.zeros(0) for _ in mels])
         synchronize(self.device)
         finished = now_fn() - t0
         out = []

@@ -80,4 +80,7 @@ def make_plots(res: dict[str, Any], out_dir: Path, prefix: str = "tts") -> dict[
         ax.set_ylabel("throughput vs seed baseline (x)")
         ax.set_title("Speedup as techniques are added (sample texts, same run)")
         made["waterfall"] = save_figure(fig, out_dir, f"{prefix}_waterfall.png")
+    from speechbench.tts.report_ttfa import plot_ttfa
+
+    made.update(plot_ttfa(res, out_dir, prefix))
     return made

@@ -11,6 +11,7 @@ from speechbench.common.fmt import pct as _pct
 from speechbench.common.noise import noise_markdown
 from speechbench.common.report_page import failed_sections, render_page
 from speechbench.tts import report_sections as sections
+from speechbench.tts import report_ttfa
 from speechbench.tts.plots import make_plots
 
 
@@ -63,9 +64,14 @@ def _headline_table(res: dict[str, Any], figs: dict[str, str], rel: str) -> list
             "state" if s.get("latency_interleaved_with_baseline") else "") + ")",
          f"{_f(s.get('optimized_latency_ms_p50'), 0, ' ms')} / {_f(s.get('optimized_latency_ms_p95'), 0, ' ms')}"),
         ("**latency speedup**", _f(s.get("latency_speedup"), 1, "x")
-         + (f" (median baseline / median optimized; each baseline run vs its neighbouring optimized runs: "
-            f"{', '.join(_f(x, 1, 'x') for x in s['latency_speedup_pairs'])})"
-            if s.get("latency_speedup_pairs") else "")),
+         + (f" (median of the pairs, each baseline run vs its neighbouring optimized runs: "
+            f"{', '.join(_f(x, 1, 'x') for x in s['latency_speedup_pairs'])}; median baseline / median optimized: "
+            f"{_f(s.get('latency_speedup_ratio_of_medians'), 1, 'x')})"
+            if s.get("latency_speedup_pairs") else " (median baseline / median optimized)")),
+        ("**time to first audio p95, streaming** (lowest rate tried; knee where p95 passes "
+         f"{_f(s.get('ttfa_target_ms'), 0, ' ms')}: first rate over)",
+         "; ".join(f"{k}: {_f(v, 0, ' ms')} (knee {_f((s.get('ttfa_knee_rate_per_s') or {}).get(k), 2, '/s')})"
+                   for k, v in (s.get("ttfa_ms_p95_lowest_rate") or {}).items()) or "n/a"),
         ("model weights: seed fp32 / optimized; KV cache preallocated",
          f"{_f((s.get('model_weight_bytes_baseline') or 0) / 2**20, 1, ' MiB')} / "
          f"{_f((s.get('model_weight_bytes_optimized') or 0) / 2**20, 1, ' MiB')} "
@@ -132,7 +138,8 @@ def _closing_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> lis
 
 # The report's sections in page order; each returns its Markdown lines.
 SECTIONS = (_header, _headline_table, failed_sections, sections.latency_section, sections.waterfall_section,
-            sections.scheduler_section, sections.batch_sweep_section, sections.fidelity_section,
+            sections.scheduler_section, report_ttfa.ttfa_section,
+            sections.batch_sweep_section, sections.fidelity_section,
             sections.profile_section, sections.memory_section, sections.edge_case_section, _closing_section)
 
 
@@ -192,6 +199,9 @@ def headline_markdown(res: dict[str, Any]) -> str:
         f"{_f(s.get('continuous_vs_static_throughput'), 2, 'x')} |",
         f"| continuous vs the better of FIFO / length-bucketed static (median of draws) | | | "
         f"{_f(s.get('continuous_vs_best_static_throughput'), 2, 'x')} |",
+        f"| streaming: TTFA p95 at the lowest rate tried; knee rate (TTFA p95 > {_f(s.get('ttfa_target_ms'), 0)} ms) "
+        "| | " + "; ".join(f"{k}: {_f(v, 0, ' ms')}, knee {_f((s.get('ttfa_knee_rate_per_s') or {}).get(k), 2, '/s')}"
+                           for k, v in (s.get("ttfa_ms_p95_lowest_rate") or {}).items()) + " | |",
         f"| fidelity: fp32 max abs mel diff / reduced-precision rel L2 | | "
         f"{sci(s.get('fidelity_fp32_max_abs_mel_diff'))} / {_f(s.get('fidelity_reduced_precision_rel_l2'), 4)} | |",
         f"| peak memory ({s.get('peak_memory_kind')}) | {_f(s.get('baseline_peak_memory_mb'), 0, ' MB')} | "

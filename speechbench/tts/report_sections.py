@@ -63,7 +63,12 @@ def waterfall_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> li
         if "waterfall" in figs:
             add(f"![waterfall]({rel}/{figs['waterfall']})")
             add("")
-        add("Throughput on the sample texts (all served, same run), as techniques are added one at a time:")
+        copies = (res.get("config") or {}).get("waterfall_copies", 1)
+        n_texts = len(res.get("texts") or [])
+        add("Throughput on the sample texts (all served, same run), as techniques are added one at a time"
+            + (f"; the batched steps serve the {n_texts} texts {copies} times over ({n_texts * copies} requests, "
+               f"{(res.get('config') or {}).get('slots')} slots, all arriving at once), so continuous batching "
+               "refills slots as sequences finish" if copies > 1 else "") + ":")
         add("")
         add("| technique | texts/s | vs seed baseline | this step |")
         add("|---|---|---|---|")

@@ -28,6 +28,7 @@ import torch
 
 from speechbench.common.measure import synchronize
 from speechbench.tts.engine import Completed, Request, TTSEngine
+from speechbench.tts.streaming import AudioStreamer
 
 ARRIVALS = ("all_at_once", "poisson")
 
@@ -143,11 +144,14 @@ class Schedule:
     name = "schedule"
 
     def __init__(self, engine: TTSEngine, requests: list[Request], clock: Clock | None = None,
-                 on_done: Callable | None = None) -> None:
+                 on_done: Callable | None = None, streamer: AudioStreamer | None = None) -> None:
         self.engine = engine
         self.queue = deque(sorted(requests, key=lambda r: r.arrival_s))
         self.clock = clock or WallClock()
         self.on_done = on_done
+        # streamer: audio leaves in chunks after each step (tts/streaming.py) instead of one vocoder pass at
+        # the end; the scheduling itself is unchanged
+        self.streamer = streamer
         self.result = ScheduleResult(self.name, [], 0.0)
 
     @property
@@ -157,8 +161,14 @@ class Schedule:
     def advance(self) -> None:
         raise NotImplementedError
 
+    def _after_step(self) -> None:
+        if self.streamer is not None:
+            self.streamer.after_step(self.clock.now())
+
     def _retire(self) -> None:
-        done = self.engine.retire(now_fn=self.clock.now, t0=0.0)
+        done = self.engine.retire(now_fn=self.clock.now, t0=0.0, vocode=self.streamer is None)
+        if done and self.streamer is not None:
+            self.streamer.finish(done)
         if done:
             self.result.completed.extend(done)
             if self.on_done:
@@ -178,11 +188,11 @@ class StaticSchedule(Schedule):
     name = "static"
 
     def __init__(self, engine: TTSEngine, requests: list[Request], batch_size: int, clock: Clock | None = None,
-                 on_done: Callable | None = None, name: str = "static") -> None:
+                 on_done: Callable | None = None, name: str = "static", streamer: AudioStreamer | None = None) -> None:
         if batch_size > engine.config.num_slots:
             raise ValueError(f"batch_size {batch_size} > engine slots {engine.config.num_slots}")
         self.name = name
-        super().__init__(engine, requests, clock, on_done)
+        super().__init__(engine, requests, clock, on_done, streamer)
         self.batch_size = batch_size
 
     def next_batch(self, now: float) -> list[Request]:
@@ -204,6 +214,7 @@ class StaticSchedule(Schedule):
             res.slot_steps += eng.active
             res.steps += 1
             eng._step_static_batch()
+            self._after_step()
             if all(s.done for s in eng.slots):
                 self._retire()
 
@@ -221,8 +232,9 @@ class BucketedStaticSchedule(StaticSchedule):
     """
 
     def __init__(self, engine: TTSEngine, requests: list[Request], batch_size: int, clock: Clock | None = None,
-                 on_done: Callable | None = None, name: str = "static_bucketed") -> None:
-        super().__init__(engine, requests, batch_size, clock, on_done, name)
+                 on_done: Callable | None = None, name: str = "static_bucketed",
+                 streamer: AudioStreamer | None = None) -> None:
+        super().__init__(engine, requests, batch_size, clock, on_done, name, streamer)
         self.frames = {id(r): engine.expected_frames(r) for r in self.queue}
 
     def next_batch(self, now: float) -> list[Request]:
@@ -257,6 +269,7 @@ class ContinuousSchedule(Schedule):
             res.occupancy.append(eng.active)
             res.slot_steps += eng.step()
             res.steps += 1
+            self._after_step()
             self._retire()
 
 

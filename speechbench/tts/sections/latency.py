@@ -154,8 +154,9 @@ class LatencySections:
         if f"kv_cache_{self.precision}" in lat and self.precision != "fp32":
             steps.append((f"+ {self.precision}",
                           lat[f"kv_cache_{self.precision}"]["sequential_throughput_texts_per_s"], {}))
-        reqs = [Request(t, i) for i, t in enumerate(self.texts)]
         slots = self.cfg.slots
+        copies = max(1, self.cfg.waterfall_copies)
+        reqs = [Request(t, i) for i, t in enumerate(self.texts * copies)]
         eng = self.engine(self.precision, slots)
         run_static(eng, reqs[:2], batch_size=2)  # warm-up of the batched shapes
         # The two batched rows carry the throughput headline: each is the median of repeated runs, the two
