@@ -86,7 +86,10 @@ def ttfa_section(res: dict[str, Any], figs: dict[str, str], rel: str) -> list[st
                 parts.append(f"{NAMES[name]}: over {_f(t['target_ttfa_ms'], 0)} ms already at the lowest rate, "
                              f"{_f(over, 2)}/s")
             else:
-                parts.append(f"{NAMES[name]}: knee between {_f(within, 2)} and {_f(over, 2)} requests/s")
+                low = ", ".join(_f(r, 2) for r in k.get("lower_rates_over_target") or [])
+                parts.append(f"{NAMES[name]}: knee between {_f(within, 2)} and {_f(over, 2)} requests/s"
+                             + (f" (p95 also over at the lower rate(s) {low}: the p95 of a few requests at low "
+                                "load)" if low else ""))
         add("**Knee** (TTFA p95 crossing " + f"{_f(t['target_ttfa_ms'], 0)} ms): " + "; ".join(parts) + ".")
         add("")
     return L
