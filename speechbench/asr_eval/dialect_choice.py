@@ -49,26 +49,20 @@ def best_per_dialect(by_model: dict[str, list[dict]], models: dict[str, dict[str
     out: dict[str, dict[str, Any]] = {}
     for d in dialects:
         rows = {m: [r for r in rs if r["dialect"] == d] for m, rs in recs.items()}
-        wer = {m: _wer(rs) for m, rs in rows.items() if rs and _wer(rs) is not None}
+        wer = {m: w for m, rs in rows.items() if rs and (w := _wer(rs)) is not None}
         if not wer:
             continue
         ranked = sorted(wer, key=lambda m: (wer[m], _cost(models[m])))
         best = ranked[0]
         row: dict[str, Any] = {"best": best, "wer": wer[best], "choice": best, "reason": "lowest WER",
                                "margin": margin}
-        cheaper = []
-        for m in ranked[1:]:
-            if _cost(models[m]) >= _cost(models[best]):
-                continue
-            ci = diff_ci_within(rows[m], rows[best], n_boot, seed)
-            if m == ranked[1] or (ci[1] is not None and ci[1] <= margin):
-                cheaper.append((m, ci))
+        # the difference CI of the runner-up (reported) and of every cheaper model (candidates), once each
+        cheaper = [m for m in ranked[1:] if _cost(models[m]) < _cost(models[best])]
+        cis = {m: diff_ci_within(rows[m], rows[best], n_boot, seed) for m in dict.fromkeys(ranked[1:2] + cheaper)}
         if len(ranked) > 1:
             second = ranked[1]
-            ci2 = next((ci for m, ci in cheaper if m == second), None) or diff_ci_within(rows[second], rows[best],
-                                                                                        n_boot, seed)
-            row.update({"runner_up": second, "runner_up_wer": wer[second], "runner_up_diff_ci95": ci2})
-        ok = [(m, ci) for m, ci in cheaper if ci[1] is not None and ci[1] <= margin]
+            row.update({"runner_up": second, "runner_up_wer": wer[second], "runner_up_diff_ci95": cis[second]})
+        ok = [(m, cis[m]) for m in cheaper if cis[m][1] is not None and cis[m][1] <= margin]
         if ok:
             m, ci = min(ok, key=lambda x: _cost(models[x[0]]))
             row.update({"choice": m, "choice_diff_ci95": ci,

@@ -112,10 +112,10 @@ class ASREvaluation(SectionedRun):
             items = [it for it in items if it.condition in set(cfg.conditions)]
         # --sentences picks sentences of the paired design (the corpus or the user's manifests); the
         # real-speech set is taken whole (each clip its own text, nothing to pair across voices)
-        extra = [it for it in items if real and it.manifest == str(real)]
-        items, sel = dataset.select_sentences([it for it in items if not (real and it.manifest == str(real))],
-                                              cfg.sentences)
-        items += extra
+        real_items = [it for it in items if real is not None and it.manifest == str(real)]
+        other = [it for it in items if real is None or it.manifest != str(real)]
+        items, sel = dataset.select_sentences(other, cfg.sentences)
+        items += real_items
         ds["subset"] = sel
         items, cap = dataset.cap_utterances(items, cfg.max_utterances)
         if cap:
